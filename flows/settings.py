@@ -1,0 +1,93 @@
+"""The one typed settings object: paths, URIs and credentials, read on demand.
+
+Every value can be overridden by an ``MMOPS_``-prefixed environment variable
+(``MMOPS_DATA_DIR=/srv/mmops``, ``MMOPS_SMTP__HOST=mail.example.com``) or a ``.env``
+file. Nothing here runs at import time: call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SmtpSettings(BaseModel):
+    host: str = Field(default="127.0.0.1", description="SMTP server host.")
+    port: int = Field(default=8025, description="SMTP server port.")
+    security: Literal["none", "starttls", "ssl"] = Field(default="none")
+    user: str | None = Field(default=None, description="SMTP user name, if the server needs one.")
+    password: SecretStr | None = Field(default=None, description="SMTP password (never logged).")
+    sender: str = Field(default="mmops@localhost")
+    recipients: list[str] = Field(default_factory=lambda: ["ml-oncall@localhost"])
+
+
+class Settings(BaseSettings):
+    """Environment and infrastructure values for one mmops installation."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MMOPS_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    profile: Literal["embedded", "prod"] = Field(
+        default="embedded", description="embedded: local files, SQLite; prod: real services."
+    )
+    data_dir: Path = Field(
+        default=REPO_ROOT / ".mmops",
+        description="Every piece of state (stores, registry, runs, reports) lives under here.",
+    )
+    dataset_config: Path = Field(
+        default=REPO_ROOT / "features" / "demo" / "dataset.yaml",
+        description="YAML file declaring the dataset (see features/schema.py).",
+    )
+    raw_data: Path | None = Field(
+        default=None,
+        description="Raw rows (Parquet or CSV). Default: the demo dataset under data_dir.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Default: SQLite file under data_dir."
+    )
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    seed: int = Field(default=0, description="The one seed for every random choice.")
+
+    # Derived locations ---------------------------------------------------------------
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.data_dir / "gx"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.data_dir / "demo"
+
+    @property
+    def raw_data_path(self) -> Path:
+        return self.raw_data or self.demo_dir / "raw.parquet"
+
+    @property
+    def embedding_cache_dir(self) -> Path:
+        return self.data_dir / "embedding_cache"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.data_dir / "mlartifacts"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read settings from the environment now, with keyword overrides on top."""
+    return Settings(**overrides)
