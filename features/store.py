@@ -1,0 +1,214 @@
+"""The Feast store: configuration, offline writes, materialisation and retrieval.
+
+Offline data are Parquet files, one per view and UTC day, read by Feast's DuckDB offline
+store (the fastest Feast supports on one machine; see benchmarks/README.md). Writes merge
+into the day files and keep one row per (entity, timestamp), so ingesting the same window
+twice leaves no duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureStore, RepoConfig
+
+from features.definitions import (
+    FeastDefinitions,
+    active_view_kinds,
+    build_definitions,
+    view_columns,
+    view_name,
+)
+from features.schema import DatasetConfig
+
+
+def feast_repo_config(
+    config: DatasetConfig,
+    feast_dir: Path,
+    online_store: dict | None = None,
+    registry: str | dict | None = None,
+    offline_store: dict | None = None,
+) -> RepoConfig:
+    """A ``RepoConfig`` for the embedded default (or the given stores).
+
+    Args:
+        config: the dataset; its name is the Feast project.
+        feast_dir: where the registry, the SQLite online store and the offline files live.
+        online_store: Feast online-store config; default SQLite under ``feast_dir``.
+        registry: registry path or config; default a file under ``feast_dir``.
+        offline_store: offline-store config; default DuckDB.
+    """
+    feast_dir = Path(feast_dir)
+    return RepoConfig(
+        project=config.name,
+        provider="local",
+        registry=registry or str(feast_dir / "registry.db"),
+        online_store=online_store or {"type": "sqlite", "path": str(feast_dir / "online.db")},
+        offline_store=offline_store or {"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=str(feast_dir),
+    )
+
+
+def offline_dir(feast_dir: Path) -> Path:
+    return Path(feast_dir) / "offline"
+
+
+def open_store(repo_config: RepoConfig) -> FeatureStore:
+    Path(repo_config.repo_path).mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=repo_config)
+
+
+def apply_definitions(store: FeatureStore, definitions: FeastDefinitions) -> None:
+    """Register the entity, sources, views and feature service (idempotent)."""
+    store.apply(definitions.objects)
+
+
+def prepare_store(config: DatasetConfig, feast_dir: Path, **stores) -> FeatureStore:
+    """Open the store and apply the dataset's definitions."""
+    store = open_store(feast_repo_config(config, feast_dir, **stores))
+    apply_definitions(store, build_definitions(config, offline_dir(feast_dir)))
+    return store
+
+
+def _to_arrow(frame: pd.DataFrame, config: DatasetConfig, kind: str) -> pa.Table:
+    columns = [config.entity_key, config.timestamp, *view_columns(config, kind)]
+    part = frame[columns].copy()
+    if kind == "tabular":
+        for column in config.numeric_columns:
+            part[column] = part[column].astype("float64")
+        for column in config.categorical_columns:
+            part[column] = part[column].astype("string")
+        return pa.Table.from_pandas(part, preserve_index=False)
+    arrays = {}
+    for name in part.columns:
+        if name.endswith("_emb"):
+            matrix = np.stack(part[name].to_numpy()).astype(np.float32)
+            arrays[name] = pa.FixedSizeListArray.from_arrays(
+                pa.array(matrix.ravel()), matrix.shape[1]
+            ).cast(pa.list_(pa.float32()))
+        else:
+            arrays[name] = pa.array(part[name].to_numpy())
+    return pa.table(arrays)
+
+
+def write_offline(frame: pd.DataFrame, config: DatasetConfig, feast_dir: Path) -> dict[str, int]:
+    """Merge a feature frame into the offline store's day files.
+
+    Returns:
+        Rows per view in the day files touched, after the merge.
+    """
+    root = offline_dir(feast_dir)
+    return {
+        kind: merge_day_files(
+            _to_arrow(frame, config, kind),
+            root / view_name(config, kind),
+            config.entity_key,
+            config.timestamp,
+        )
+        for kind in active_view_kinds(config)
+        if not frame.empty
+    }
+
+
+def merge_day_files(table: pa.Table, folder: Path, entity_key: str, timestamp: str) -> int:
+    """Merge rows into one Parquet file per UTC day, one row per (entity, timestamp).
+
+    A row written again replaces the earlier one; each file is replaced atomically.
+
+    Returns:
+        Rows in the day files touched, after the merge.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    stamps = table.column(timestamp).to_pandas()
+    days = pd.to_datetime(stamps, utc=True).dt.strftime("%Y-%m-%d").to_numpy()
+    total = 0
+    for day in np.unique(days):
+        part = table.filter(pa.array(days == day))
+        path = folder / f"{day}.parquet"
+        if path.exists():
+            part = pa.concat_tables([pq.read_table(path).cast(part.schema), part])
+        keys = part.select([entity_key, timestamp]).to_pandas()
+        keep = ~keys.duplicated(keep="last").to_numpy()
+        if not keep.all():
+            part = part.filter(pa.array(keep))
+        tmp = folder / f".{day}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(part, tmp)
+        os.replace(tmp, path)
+        total += part.num_rows
+    return total
+
+
+def write_labels(frame: pd.DataFrame, config: DatasetConfig, labels_dir: Path) -> int:
+    """Merge (entity, timestamp, label) rows into the label store; labels may arrive late."""
+    if frame.empty:
+        return 0
+    part = frame[[config.entity_key, config.timestamp, config.label]].copy()
+    part[config.label] = part[config.label].astype(str)
+    table = pa.Table.from_pandas(part, preserve_index=False)
+    return merge_day_files(table, Path(labels_dir), config.entity_key, config.timestamp)
+
+
+def read_labels(
+    config: DatasetConfig,
+    labels_dir: Path,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pd.DataFrame:
+    """Labels stamped in ``[start, end)`` (all when unbounded), sorted by time."""
+    files = sorted(Path(labels_dir).glob("*.parquet"))
+    columns = [config.entity_key, config.timestamp, config.label]
+    if not files:
+        return pd.DataFrame(columns=columns)
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    stamps = frame[config.timestamp]
+    mask = np.ones(len(frame), dtype=bool)
+    if start is not None:
+        mask &= (stamps >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        mask &= (stamps < pd.Timestamp(end)).to_numpy()
+    return frame[mask].sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
+
+
+def materialize(store: FeatureStore, start: datetime, end: datetime) -> None:
+    """Load feature values stamped in ``[start, end]`` into the online store."""
+    store.materialize(start_date=start, end_date=end)
+
+
+def get_training_frame(
+    store: FeatureStore, config: DatasetConfig, entity_df: pd.DataFrame
+) -> pd.DataFrame:
+    """Point-in-time correct features for ``entity_df`` (entity key, timestamp[, label]).
+
+    For every row, each view contributes the latest values stamped at or before the
+    row's timestamp. Embeddings come back as float32 arrays.
+    """
+    service = store.get_feature_service(config.feature_service_name)
+    frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    frame = frame.sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
+    return _embeddings_to_numpy(frame, config)
+
+
+def get_online_frame(store: FeatureStore, config: DatasetConfig, entity_ids: list) -> pd.DataFrame:
+    """Latest materialised features for ``entity_ids`` from the online store."""
+    service = store.get_feature_service(config.feature_service_name)
+    rows = [{config.entity_key: e} for e in entity_ids]
+    frame = store.get_online_features(features=service, entity_rows=rows).to_df()
+    return _embeddings_to_numpy(frame, config)
+
+
+def _embeddings_to_numpy(frame: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
+    for column in config.text_columns + config.image_columns:
+        name = config.embedding_column(column)
+        if name in frame.columns:
+            frame[name] = [
+                np.asarray(v, dtype=np.float32) if v is not None else None for v in frame[name]
+            ]
+    return frame
