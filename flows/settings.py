@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from features.demo_data import DEMO_CONFIG_PATH
 
 
 class SmtpSettings(BaseModel):
@@ -37,11 +37,11 @@ class Settings(BaseSettings):
         default="embedded", description="embedded: local files, SQLite; prod: real services."
     )
     data_dir: Path = Field(
-        default=REPO_ROOT / ".mmops",
+        default_factory=lambda: Path.cwd() / ".mmops",
         description="Every piece of state (stores, registry, runs, reports) lives under here.",
     )
     dataset_config: Path = Field(
-        default=REPO_ROOT / "features" / "demo" / "dataset.yaml",
+        default=DEMO_CONFIG_PATH,
         description="YAML file declaring the dataset (see features/schema.py).",
     )
     raw_data: Path | None = Field(
@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     @property
     def raw_data_path(self) -> Path:
         return self.raw_data or self.demo_dir / "raw.parquet"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.data_dir / "labels"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.data_dir / "prefect"
 
     @property
     def embedding_cache_dir(self) -> Path:

@@ -1,0 +1,79 @@
+"""The composition root's wiring: settings -> dataset config, stores, paths.
+
+Built on demand by flows and the CLI (never at import time) and passed down.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from features.demo_data import DemoSources, build_demo_dataset, write_demo_dataset
+from features.embedding import Encoders
+from features.ingest import IngestPaths
+from features.schema import DatasetConfig, load_dataset_config
+from features.store import prepare_store
+from flows.settings import Settings, get_settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: DatasetConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config = load_dataset_config(self.settings.dataset_config)
+
+    @cached_property
+    def store(self):
+        """The Feast store with the dataset's definitions applied."""
+        return prepare_store(self.config, self.settings.feast_dir)
+
+    @cached_property
+    def encoders(self) -> Encoders:
+        return Encoders.load(self.config)
+
+    @property
+    def ingest_paths(self) -> IngestPaths:
+        s = self.settings
+        return IngestPaths(
+            feast_dir=s.feast_dir,
+            labels_dir=s.labels_dir,
+            quarantine_dir=s.quarantine_dir,
+            embedding_cache_dir=s.embedding_cache_dir,
+            gx_dir=s.gx_dir,
+        )
+
+
+def build_runtime(settings: Settings | None = None) -> Runtime:
+    settings = settings or get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Runtime(settings)
+
+
+def configure_environment(settings: Settings) -> None:
+    """Point Prefect and the Hugging Face stack at the data directory and offline mode.
+
+    Called by the CLI before any flow is imported.
+    """
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MMOPS_DATA_DIR", str(settings.data_dir))
+
+
+def ensure_demo_data(
+    settings: Settings, n_rows: int = 20_000, days: int = 90, seed: int | None = None
+) -> Path:
+    """Write the demo history under the data directory unless it is already there."""
+    path = settings.demo_dir / "raw.parquet"
+    if not path.exists():
+        sources = DemoSources.load()
+        raw, latent = build_demo_dataset(
+            sources, n_rows=n_rows, days=days, seed=settings.seed if seed is None else seed
+        )
+        write_demo_dataset(raw, latent, settings.demo_dir)
+    return path
