@@ -1,0 +1,234 @@
+"""Training -> MLflow (SQLite in a temporary folder): runs, registry aliases, gate, rollback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from tests.unit.training.synthetic import synthetic_config, synthetic_frame
+from training.evaluate import GateConfig, evaluate_model
+from training.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryUnavailableError,
+    RetryConfig,
+    alias_history,
+    connect,
+    current_champion,
+    default_artifact_location,
+    default_tracking_uri,
+    ensure_experiment,
+    load_registered_pyfunc,
+    log_training_run,
+    promote_if_better,
+    register_version,
+    rollback_champion,
+)
+from training.train import TrainConfig, train_model
+
+pytestmark = pytest.mark.integration
+
+FAST = TrainConfig(
+    epochs=12,
+    batch_size=32,
+    hidden_size=32,
+    fusion_hidden_size=32,
+    patience=4,
+    show_progress=False,
+)
+GATE = GateConfig(max_ece=0.25, min_slice_rows=20)
+
+
+@pytest.fixture(scope="module")
+def mlflow_env(tmp_path_factory):
+    """One SQLite registry with two logged runs: a fusion model and a weaker image-only one."""
+    data_dir = tmp_path_factory.mktemp("mmops")
+    config = synthetic_config()
+    frame = synthetic_frame(600, seed=0)
+    client = connect(default_tracking_uri(data_dir), RetryConfig(attempts=2))
+    experiment = ensure_experiment(client, "synth-training", default_artifact_location(data_dir))
+    records = {}
+    for kind, train_config in (
+        ("good", FAST),
+        ("weak", FAST.model_copy(update={"modalities": ["photo"]})),
+    ):
+        result = train_model(frame, config, train_config)
+        evaluation = evaluate_model(result.model, result.splits.test, config.label)
+        records[kind] = log_training_run(
+            client,
+            experiment,
+            result,
+            evaluation,
+            config,
+            trigger="scheduled",
+            validation_summary="GX: 12/12 expectations passed",
+            monitoring_thresholds={"embedding_drift_auc": 0.6},
+            code_version="abc123",
+        )
+        records[f"{kind}_result"] = result
+    holdout = synthetic_frame(400, seed=7)
+    return {"client": client, "config": config, "holdout": holdout, "dir": data_dir, **records}
+
+
+def _register(env, name: str, kind: str) -> str:
+    return register_version(env["client"], name, env[kind])
+
+
+def test_run_has_params_metrics_tags_and_artifacts(mlflow_env):
+    client, record = mlflow_env["client"], mlflow_env["good"]
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mmops.trigger"] == "scheduled"
+    assert run.data.tags["mlflow.source.git.commit"] == "abc123"
+    assert run.data.params["seed"] == "0" and run.data.params["data.feature_service"] == "synth_v1"
+    assert run.data.metrics["test_macro_f1"] > 0.7
+    assert "test_ece_uncalibrated" in run.data.metrics and "temperature" in run.data.metrics
+    root = Path(client.download_artifacts(record.run_id, ""))
+    for path in (
+        "model_card.md",
+        "plots/reliability.png",
+        "plots/confusion_matrix.png",
+        "manifest/training_manifest.json",
+        "evaluation/evaluation.json",
+        "validation/validation_summary.txt",
+        "reference/reference.parquet",
+        "model/MLmodel",
+    ):
+        assert (root / path).is_file(), path
+    card = (root / "model_card.md").read_text()
+    assert "## Intended use" in card and "embedding_drift_auc" in card and "GX: 12/12" in card
+    reference = pd.read_parquet(root / "reference/reference.parquet")
+    result = mlflow_env["good_result"]
+    assert reference["event_timestamp"].min() >= result.splits.validation["event_timestamp"].min()
+    assert {"proba_no", "proba_yes", "prediction", "reorder", "review_emb"} <= set(reference)
+
+
+def test_pyfunc_loads_and_predicts_probabilities_summing_to_one(mlflow_env):
+    client = mlflow_env["client"]
+    version = _register(mlflow_env, "pyfunc-model", "good")
+    assert client.get_model_version_by_alias("pyfunc-model", CHALLENGER).version == int(version)
+    assert "## Metrics" in client.get_model_version("pyfunc-model", version).description
+    model = load_registered_pyfunc(client, "pyfunc-model", CHALLENGER)
+    rows = mlflow_env["holdout"].drop(columns=["reorder"]).head(50).copy()
+    rows["review_emb"] = [v.tolist() for v in rows["review_emb"]]  # lists work as well
+    proba = model.predict(rows)
+    assert list(proba.columns) == ["proba_no", "proba_yes"]
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    direct = mlflow_env["good_result"].model.predict_proba(mlflow_env["holdout"].head(50))
+    np.testing.assert_allclose(proba.to_numpy(), direct, atol=1e-6)
+
+
+def test_worse_challenger_never_promoted(mlflow_env):
+    client, holdout, name = mlflow_env["client"], mlflow_env["holdout"], "worse-model"
+    first = _register(mlflow_env, name, "good")
+    assert promote_if_better(client, name, first, holdout, "reorder", GATE).promote
+    weak = _register(mlflow_env, name, "weak")
+    decision = promote_if_better(client, name, weak, holdout, "reorder", GATE)
+    assert not decision.promote and decision.against == "champion"
+    assert current_champion(client, name) == first
+    tags = client.get_model_version(name, weak).tags
+    assert tags["mmops.gate.decision"] == "reject" and tags["mmops.gate.against"] == f"v{first}"
+
+
+def test_alias_history_and_rollback(mlflow_env):
+    client, holdout, name = mlflow_env["client"], mlflow_env["holdout"], "history-model"
+    v1 = _register(mlflow_env, name, "weak")
+    assert promote_if_better(client, name, v1, holdout, "reorder", GATE).promote
+    v2 = _register(mlflow_env, name, "good")
+    assert promote_if_better(client, name, v2, holdout, "reorder", GATE).promote
+    assert current_champion(client, name) == v2
+    history = alias_history(client, name)
+    assert [(e.alias, e.action, e.version, e.previous) for e in history] == [
+        (CHALLENGER, "assign", v1, None),
+        (CHAMPION, "promote", v1, None),
+        (CHALLENGER, "assign", v2, v1),
+        (CHAMPION, "promote", v2, v1),
+    ]
+    assert history[-1].metrics["holdout_macro_f1"] > history[-1].metrics["holdout_reference"]
+    assert "| champion | promote | v2 | v1 |" in client.get_registered_model(name).description
+
+    event = rollback_champion(client, name, reason="bad live metrics")
+    assert (event.action, event.version, event.previous) == ("rollback", v1, v2)
+    assert current_champion(client, name) == v1
+    assert alias_history(client, name)[-1].reason == "bad live metrics"
+    assert "mmops.champion.rollback_at" in client.get_model_version(name, v1).tags
+    with pytest.raises(LookupError):
+        rollback_champion(client, name)
+    assert current_champion(client, name) == v1
+
+
+def test_concurrent_promotions_make_exactly_one_champion(mlflow_env):
+    client, holdout, name = mlflow_env["client"], mlflow_env["holdout"], "race-model"
+    versions = [_register(mlflow_env, name, "good") for _ in range(2)]
+    barrier = threading.Barrier(2)
+    decisions, errors = {}, []
+
+    def promote(version: str) -> None:
+        try:
+            barrier.wait()
+            decisions[version] = promote_if_better(client, name, version, holdout, "reorder", GATE)
+        except Exception as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    promoted = [v for v, d in decisions.items() if d.promote]
+    assert len(promoted) == 1  # identical models: the second is not better than the first
+    assert current_champion(client, name) == promoted[0]
+    champion_moves = [e for e in alias_history(client, name) if e.alias == CHAMPION]
+    assert [(e.version, e.previous) for e in champion_moves] == [(promoted[0], None)]
+    loser = next(d for v, d in decisions.items() if not d.promote)
+    assert loser.against == "champion"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tracking_server_is_retried_then_fails_cleanly(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailableError, match="after 3 attempts"):
+        connect(f"http://127.0.0.1:{_closed_port()}", RetryConfig(attempts=3, initial_delay_s=0.05))
+    assert time.monotonic() - started < 30
+
+
+class _AliasFailsClient:
+    """A client whose connection drops when setting an alias."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def set_registered_model_alias(self, *args, **kwargs):
+        raise MlflowException("Connection refused (simulated)")
+
+
+def test_failure_mid_registration_leaves_no_version_holding_an_alias(mlflow_env):
+    client, name = mlflow_env["client"], "half-model"
+    with pytest.raises(RegistryUnavailableError):
+        register_version(
+            _AliasFailsClient(client),
+            name,
+            mlflow_env["good"],
+            retry=RetryConfig(attempts=2, initial_delay_s=0),
+        )
+    assert client.search_model_versions(f"name='{name}'") == []
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(name, CHALLENGER)

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.evaluate import (
+    GateConfig,
+    MetricSet,
+    build_reference_sample,
+    check_promotion,
+    compute_metrics,
+    evaluate_model,
+    expected_calibration_error,
+    fit_temperature,
+    plot_confusion,
+    plot_reliability,
+)
+from training.model import softmax
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained, synth_config):
+    return evaluate_model(trained.model, trained.splits.test, synth_config.label)
+
+
+def test_ece_of_a_perfectly_calibrated_constant_is_zero_and_of_overconfidence_is_large():
+    y = np.array([0, 1] * 50)
+    assert expected_calibration_error(y, np.full((100, 2), 0.5)) == pytest.approx(0.0)
+    confident = np.tile([0.99, 0.01], (100, 1))
+    assert expected_calibration_error(y, confident) == pytest.approx(0.49, abs=1e-6)
+
+
+def test_temperature_scaling_fixes_overconfident_logits():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    true_logit = rng.normal(0, 1.5, 2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    logits = np.stack([np.zeros(2000), 4.0 * true_logit], axis=1)  # 4x overconfident
+    t = fit_temperature(logits, y)
+    assert t == pytest.approx(4.0, rel=0.2)
+    before = expected_calibration_error(y, softmax(logits))
+    after = expected_calibration_error(y, softmax(logits / t))
+    assert after < before / 2
+
+
+def test_evaluation_has_metrics_slices_and_ablation(evaluation):
+    assert evaluation.overall.n_rows == 90
+    assert 0.0 <= evaluation.overall.ece <= 1.0
+    assert evaluation.overall.roc_auc > 0.8
+    keys = {s.key for s in evaluation.slices}
+    assert {"channel=web", "channel=app", "channel=store", "modalities=all_present"} <= keys
+    assert any(k.startswith("modalities=missing_") for k in keys)
+    assert set(evaluation.ablation) == {"review", "photo", "tabular"}
+    for metrics in evaluation.ablation.values():
+        assert metrics.accuracy < evaluation.overall.accuracy
+    assert sum(map(sum, evaluation.confusion)) == 90
+    flat = evaluation.flat_metrics()
+    assert flat["test_macro_f1"] == evaluation.overall.macro_f1
+    assert "test_without_review_accuracy" in flat
+
+
+def test_plots_are_pngs(evaluation, tmp_path):
+    for plot in (plot_reliability, plot_confusion):
+        path = plot(evaluation, tmp_path / f"{plot.__name__}.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_sample_has_outputs_and_labels(trained, synth_config):
+    unseen = trained.splits.unseen
+    reference = build_reference_sample(
+        trained.model,
+        unseen,
+        "reorder",
+        ["order_id", "event_timestamp", "warehouse_load", *trained.model.spec.input_columns],
+        max_rows=100,
+    )
+    assert len(reference) == 100
+    assert {"proba_no", "proba_yes", "prediction", "reorder", "warehouse_load"} <= set(reference)
+    np.testing.assert_allclose(reference[["proba_no", "proba_yes"]].sum(1), 1.0, atol=1e-9)
+    assert reference["event_timestamp"].min() >= trained.splits.validation["event_timestamp"].min()
+
+
+def _with(evaluation, macro_f1: float, ece: float = 0.05, slice_delta: float = 0.0):
+    overall = evaluation.overall.model_copy(update={"macro_f1": macro_f1, "ece": ece})
+    slices = [
+        s.model_copy(
+            update={
+                "metrics": s.metrics.model_copy(
+                    update={"macro_f1": s.metrics.macro_f1 + slice_delta}
+                )
+            }
+        )
+        if s.key == "channel=web"
+        else s
+        for s in evaluation.slices
+    ]
+    return evaluation.model_copy(update={"overall": overall, "slices": slices})
+
+
+def test_gate_rejects_a_worse_challenger(evaluation):
+    champion = _with(evaluation, 0.85)
+    decision = check_promotion(_with(evaluation, 0.80), champion, GateConfig())
+    assert not decision.promote and decision.against == "champion"
+    assert "macro_f1_vs_champion" in decision.reason
+
+
+def test_gate_requires_the_margin(evaluation):
+    champion = _with(evaluation, 0.85)
+    gate = GateConfig(min_improvement=0.02)
+    assert not check_promotion(_with(evaluation, 0.86), champion, gate).promote
+    assert check_promotion(_with(evaluation, 0.88), champion, gate).promote
+
+
+def test_gate_rejects_a_slice_regression_and_poor_calibration(evaluation):
+    champion = _with(evaluation, 0.80)
+    gate = GateConfig(min_slice_rows=5, slice_tolerance=0.05)
+    worse_slice = check_promotion(_with(evaluation, 0.90, slice_delta=-0.2), champion, gate)
+    assert not worse_slice.promote and "channel=web" in worse_slice.reason
+    uncalibrated = check_promotion(_with(evaluation, 0.90, ece=0.3), champion, gate)
+    assert not uncalibrated.promote and "calibration" in uncalibrated.reason
+
+
+def test_first_version_must_beat_the_baseline(evaluation):
+    assert check_promotion(_with(evaluation, 0.9), None, GateConfig()).promote
+    weak = _with(evaluation, evaluation.baseline.macro_f1 + 0.01)
+    decision = check_promotion(weak, None, GateConfig())
+    assert not decision.promote and decision.against == "baseline"
+
+
+def test_compute_metrics_without_both_classes_has_no_auc():
+    m = compute_metrics(np.array([1, 1, 1]), np.array([[0.2, 0.8]] * 3), 2)
+    assert isinstance(m, MetricSet) and m.roc_auc is None and m.accuracy == 1.0
