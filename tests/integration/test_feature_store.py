@@ -51,9 +51,7 @@ def _offline_rows(feast_dir: Path) -> dict[str, int]:
     return counts
 
 
-def test_ingesting_a_window_twice_leaves_no_duplicates(
-    raw_rows, demo_config, encoders, paths
-):
+def test_ingesting_a_window_twice_leaves_no_duplicates(raw_rows, demo_config, encoders, paths):
     store = prepare_store(demo_config, paths.feast_dir)
     start, end = DEMO_START, DEMO_START + timedelta(days=3)
     first = ingest_window(raw_rows, demo_config, store, encoders, paths, start, end)
@@ -80,9 +78,7 @@ def test_ingesting_a_window_twice_leaves_no_duplicates(
     assert np.allclose(online["price"].to_numpy(), expected)
 
 
-def test_no_feature_value_stamped_after_a_row_leaks_into_it(
-    raw_rows, demo_config, encoders, paths
-):
+def test_no_feature_value_stamped_after_a_row_leaks_into_it(raw_rows, demo_config, encoders, paths):
     """Each entity gets a second, later feature row; queries before it must not see it."""
     store = prepare_store(demo_config, paths.feast_dir)
     rows = raw_rows.head(60).reset_index(drop=True)
@@ -95,8 +91,12 @@ def test_no_feature_value_stamped_after_a_row_leaks_into_it(
     write_offline(late, demo_config, paths.feast_dir)
 
     keys = early[[demo_config.entity_key, demo_config.timestamp]]
-    before = keys.assign(**{demo_config.timestamp: keys[demo_config.timestamp] + pd.Timedelta(hours=5)})
-    after = keys.assign(**{demo_config.timestamp: keys[demo_config.timestamp] + pd.Timedelta(hours=7)})
+    before = keys.assign(
+        **{demo_config.timestamp: keys[demo_config.timestamp] + pd.Timedelta(hours=5)}
+    )
+    after = keys.assign(
+        **{demo_config.timestamp: keys[demo_config.timestamp] + pd.Timedelta(hours=7)}
+    )
     seen_before = get_training_frame(store, demo_config, before)
     seen_after = get_training_frame(store, demo_config, after)
     assert (seen_before["price"] != 999.0).all()
@@ -114,7 +114,11 @@ def test_feast_cli_apply_works_from_the_repo_folder(tmp_path, demo_config):
     )
     assert applied.returncode == 0, applied.stderr[-2000:]
     listed = subprocess.run(
-        [str(feast), "feature-services", "list"], cwd=repo, env=env, capture_output=True,
-        text=True, timeout=120,
+        [str(feast), "feature-services", "list"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert demo_config.feature_service_name in listed.stdout

@@ -34,12 +34,20 @@ def test_label_needs_all_three_modalities(history):
     text = latent[["review_great"]].astype(float).to_numpy()
     image = np.isin(latent["animal_class"], (0, 2, 4, 6, 8)).astype(float)[:, None]
     tab = np.column_stack(
-        [np.log(raw["price"]), raw["delivery_days"], raw["support_contacts"],
-         np.log1p(raw["past_orders"]), (raw["channel"] == "partner"), (raw["channel"] == "app")]
+        [
+            np.log(raw["price"]),
+            raw["delivery_days"],
+            raw["support_contacts"],
+            np.log1p(raw["past_orders"]),
+            (raw["channel"] == "partner"),
+            (raw["channel"] == "app"),
+        ]
     ).astype(float)
+
     def acc(x):
         model = LogisticRegression(max_iter=500).fit(x[:15000], y[:15000])
         return model.score(x[15000:], y[15000:])
+
     single = {"text": acc(text), "image": acc(image), "tabular": acc(tab)}
     fused = acc(np.column_stack([text, image, tab]))
     assert all(fused > score + 0.05 for score in single.values()), (fused, single)

@@ -63,8 +63,15 @@ def test_zero_intensity_is_the_control(demo_sources):
 
 def test_onset_stream_switches_on_at_onset(demo_sources):
     windows = onset_stream(
-        demo_sources, "tabular_price_inflation", 1.0, n_windows=4, onset=2, window_rows=300,
-        start=DEMO_START, window_length=timedelta(days=1), seed=0,
+        demo_sources,
+        "tabular_price_inflation",
+        1.0,
+        n_windows=4,
+        onset=2,
+        window_rows=300,
+        start=DEMO_START,
+        window_length=timedelta(days=1),
+        seed=0,
     )
     medians = [raw["price"].median() for raw, _ in windows]
     assert medians[2] > 1.3 * medians[1] and medians[3] > 1.3 * medians[0]
