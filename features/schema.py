@@ -164,6 +164,20 @@ class DatasetConfig(BaseModel):
         """Name of the 0/1 feature saying whether a row has this modality."""
         return f"{column}_present"
 
+    def model_view(self) -> DatasetConfig:
+        """The same dataset restricted to the model's inputs (what the feature service
+        serves): ``monitor_only`` columns left out. Validates training sets."""
+        if not self.monitor_only:
+            return self
+        skip = set(self.monitor_only)
+        return self.model_copy(
+            update={
+                "numeric": [c for c in self.numeric if c.name not in skip],
+                "categorical": [c for c in self.categorical if c.name not in skip],
+                "monitor_only": [],
+            }
+        )
+
     def categorical_column(self, name: str) -> CategoricalColumn:
         for column in self.categorical:
             if column.name == name:

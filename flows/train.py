@@ -1,0 +1,193 @@
+"""The ``train`` flow: training set from Feast -> gate -> train -> evaluate -> register ->
+promotion gate."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.store import get_training_frame, read_labels
+from features.validation import ValidationResult, check_batch
+from flows.runtime import Runtime, build_runtime
+from monitoring.drift import DriftConfig, fit_drift_reference
+from training.evaluate import EvaluationResult, GateConfig, PromotionDecision, evaluate_model
+from training.registry import (
+    REFERENCE_ARTIFACT,
+    RunRecord,
+    connect,
+    default_artifact_location,
+    ensure_experiment,
+    git_commit,
+    log_training_run,
+    promote_if_better,
+    register_version,
+)
+from training.train import TrainConfig, TrainResult, train_model
+
+DRIFT_REFERENCE_ARTIFACT = "monitoring"
+TRAINING_EXPERIMENT = "{name}-training"
+
+
+class TrainParams(BaseModel):
+    """Parameters of one training run (rendered as a form in the Prefect UI)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime | None = Field(default=None, description="Oldest label used (UTC).")
+    end: datetime | None = Field(default=None, description="Labels before this time (UTC).")
+    trigger: Literal["scheduled", "drift", "manual"] = Field(default="manual")
+    reason: str = Field(default="", description="Why this run happens (drift evidence).")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+
+class TrainOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    version: str
+    promoted: bool
+    reason: str
+    test_metrics: dict[str, float]
+
+
+def registered_model_name(runtime: Runtime) -> str:
+    return f"{runtime.config.name}-classifier"
+
+
+@task(retries=2, retry_delay_seconds=5, timeout_seconds=900, cache_policy=NO_CACHE)
+def load_training_set(
+    runtime: Runtime, start: datetime | None, end: datetime | None
+) -> pd.DataFrame:
+    labels = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
+    if labels.empty:
+        raise ValueError(f"no labels between {start} and {end}: nothing to train on")
+    return get_training_frame(runtime.store, runtime.config, labels)
+
+
+@task(cache_policy=NO_CACHE)
+def validate_training_set(runtime: Runtime, frame: pd.DataFrame, batch: str) -> ValidationResult:
+    s = runtime.settings
+    return check_batch(
+        frame,
+        runtime.config.model_view(),
+        kind="features",
+        quarantine_dir=s.quarantine_dir,
+        context_dir=s.gx_dir,
+        batch_name=batch,
+    )
+
+
+@task(timeout_seconds=3600, cache_policy=NO_CACHE)
+def fit(
+    runtime: Runtime, frame: pd.DataFrame, params: TrainParams, gate: ValidationResult
+) -> TrainResult:
+    return train_model(frame, runtime.config, params.train, validation=gate)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(runtime: Runtime, result: TrainResult) -> EvaluationResult:
+    return evaluate_model(result.model, result.splits.test, runtime.config.label)
+
+
+@task(retries=1, retry_delay_seconds=10, timeout_seconds=900, cache_policy=NO_CACHE)
+def log_and_register(
+    runtime: Runtime,
+    result: TrainResult,
+    evaluation: EvaluationResult,
+    params: TrainParams,
+    validation: ValidationResult,
+) -> tuple[RunRecord, str]:
+    client = connect(runtime.settings.tracking_uri)
+    experiment = ensure_experiment(
+        client,
+        TRAINING_EXPERIMENT.format(name=runtime.config.name),
+        default_artifact_location(runtime.settings.data_dir),
+    )
+    record = log_training_run(
+        client,
+        experiment,
+        result,
+        evaluation,
+        runtime.config,
+        trigger=params.trigger,
+        validation_summary=validation.summary(),
+        monitoring_thresholds={"alpha": params.drift.alpha},
+        code_version=git_commit(Path(__file__).resolve().parent.parent),
+        run_name=f"{params.trigger} {result.manifest.train.start:%Y-%m-%d}..{result.manifest.test.end:%Y-%m-%d}",
+    )
+    if params.reason:
+        client.set_tag(record.run_id, "mmops.trigger_reason", params.reason[:4000])
+    _log_drift_reference(client, record, runtime, params.drift)
+    version = register_version(client, registered_model_name(runtime), record)
+    return record, version
+
+
+def _log_drift_reference(client, record: RunRecord, runtime: Runtime, drift: DriftConfig) -> None:
+    """Fit the monitoring reference on the run's reference sample and store it with the run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(record.run_id, REFERENCE_ARTIFACT, tmp)
+        reference = fit_drift_reference(
+            pd.read_parquet(local), runtime.config, drift, seed=runtime.settings.seed
+        )
+        path = reference.save(Path(tmp) / "drift_reference.npz")
+        client.log_artifact(record.run_id, str(path), DRIFT_REFERENCE_ARTIFACT)
+
+
+@task(retries=1, retry_delay_seconds=10, timeout_seconds=900, cache_policy=NO_CACHE)
+def promote(
+    runtime: Runtime, version: str, holdout: pd.DataFrame, gate: GateConfig
+) -> PromotionDecision:
+    client = connect(runtime.settings.tracking_uri)
+    return promote_if_better(
+        client, registered_model_name(runtime), version, holdout, runtime.config.label, gate
+    )
+
+
+@flow(name="train", flow_run_name="train ({params.trigger})")
+def train_flow(params: TrainParams | None = None, runtime: Runtime | None = None) -> TrainOutcome:
+    """Train on the labelled window, register the version and run the promotion gate."""
+    params = params or TrainParams()
+    runtime = runtime or build_runtime()
+    frame = load_training_set(runtime, params.start, params.end)
+    gate = validate_training_set(runtime, frame, f"{runtime.config.name}-training-set")
+    result = fit(runtime, frame, params, gate)
+    evaluation = evaluate(runtime, result)
+    record, version = log_and_register(runtime, result, evaluation, params, gate)
+    decision = promote(runtime, version, result.splits.test, params.gate)
+    metrics = {k: v for k, v in evaluation.flat_metrics("test").items() if "slice" not in k}
+    create_markdown_artifact(
+        key="train-summary",
+        markdown=_summary_markdown(version, params, result, decision, metrics),
+    )
+    return TrainOutcome(
+        run_id=record.run_id,
+        version=version,
+        promoted=decision.promote,
+        reason=decision.reason,
+        test_metrics=metrics,
+    )
+
+
+def _summary_markdown(version, params, result, decision, metrics) -> str:
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |"
+        for k, v in metrics.items()
+        if k.startswith("test_") and "without" not in k
+    )
+    return (
+        f"### Training v{version} ({params.trigger})\n\n"
+        f"Rows: train {result.manifest.train.n_rows}, validation {result.manifest.validation.n_rows}, "
+        f"test {result.manifest.test.n_rows}; best epoch {result.best_epoch}.\n\n"
+        f"**Promotion:** {'promoted to champion' if decision.promote else 'not promoted'}: "
+        f"{decision.reason}\n\n| metric | value |\n|---|---|\n{rows}\n"
+    )
