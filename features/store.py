@@ -177,6 +177,22 @@ def read_labels(
     return frame[mask].sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
 
 
+def read_entities(
+    config: DatasetConfig, feast_dir: Path, start: datetime, end: datetime
+) -> pd.DataFrame:
+    """Entity keys and timestamps of the rows ingested for ``[start, end)`` (scoring input)."""
+    folder = offline_dir(feast_dir) / view_name(config, active_view_kinds(config)[0])
+    keys = [config.entity_key, config.timestamp]
+    first, last = f"{pd.Timestamp(start):%Y-%m-%d}", f"{pd.Timestamp(end):%Y-%m-%d}"
+    files = [f for f in sorted(folder.glob("*.parquet")) if first <= f.stem <= last]
+    if not files:
+        return pd.DataFrame(columns=keys)
+    frame = pd.concat([pd.read_parquet(f, columns=keys) for f in files], ignore_index=True)
+    stamps = frame[config.timestamp]
+    frame = frame[(stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))]
+    return frame.sort_values(keys[::-1]).reset_index(drop=True)
+
+
 def materialize(store: FeatureStore, start: datetime, end: datetime) -> None:
     """Load feature values stamped in ``[start, end]`` into the online store."""
     store.materialize(start_date=start, end_date=end)

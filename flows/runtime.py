@@ -59,6 +59,9 @@ def configure_environment(settings: Settings) -> None:
     Called by the CLI before any flow is imported.
     """
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    # No telemetry: these machines reach no outside host, and users may not want it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -80,6 +80,22 @@ class Settings(BaseSettings):
         return self.data_dir / "labels"
 
     @property
+    def prediction_log_dir(self) -> Path:
+        return self.data_dir / "predictions"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
     def prefect_home(self) -> Path:
         return self.data_dir / "prefect"
 

@@ -1,0 +1,91 @@
+"""The ``score`` flow: features of a window's rows from Feast -> champion -> prediction log."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.store import get_training_frame, read_entities
+from flows.runtime import Runtime, build_runtime
+from flows.train import registered_model_name
+from monitoring.scoring import score_frame, write_prediction_log
+from training.pyfunc import load_pyfunc
+from training.registry import CHAMPION, connect, current_champion, download_version
+
+
+class ScoreParams(BaseModel):
+    """Parameters of one scoring run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime = Field(description="Window start (inclusive, UTC).")
+    end: datetime = Field(description="Window end (exclusive, UTC).")
+
+
+class ScoreOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model_version: str
+    n_rows: int
+    positive_share: float
+
+
+@task(retries=2, retry_delay_seconds=5, timeout_seconds=600, cache_policy=NO_CACHE)
+def load_window_features(runtime: Runtime, start: datetime, end: datetime) -> pd.DataFrame:
+    entities = read_entities(runtime.config, runtime.settings.feast_dir, start, end)
+    if entities.empty:
+        raise ValueError(f"no ingested rows between {start} and {end}: ingest them first")
+    return get_training_frame(runtime.store, runtime.config, entities)
+
+
+@task(retries=3, retry_delay_seconds=5, timeout_seconds=300, cache_policy=NO_CACHE)
+def load_champion(runtime: Runtime) -> tuple[str, object]:
+    """The champion's version and pyfunc model (cached on disk per version)."""
+    client = connect(runtime.settings.tracking_uri)
+    name = registered_model_name(runtime)
+    version = current_champion(client, name)
+    if version is None:
+        raise LookupError(f"{name} has no {CHAMPION}: train and promote a model first")
+    cache = runtime.settings.data_dir / "models" / name / version
+    if not (cache / "MLmodel").exists() and not any(cache.glob("*/MLmodel")):
+        with tempfile.TemporaryDirectory(dir=runtime.settings.data_dir) as tmp:
+            local = download_version(client, name, version, Path(tmp))
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            Path(local).rename(cache)
+    return version, load_pyfunc(cache)
+
+
+@task(timeout_seconds=600, cache_policy=NO_CACHE)
+def score(runtime: Runtime, model, version: str, features: pd.DataFrame) -> pd.DataFrame:
+    return score_frame(model, features, runtime.config, version)
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def append_log(runtime: Runtime, log: pd.DataFrame) -> int:
+    return write_prediction_log(log, runtime.config, runtime.settings.prediction_log_dir)
+
+
+@flow(
+    name="score", flow_run_name="score {params.start:%Y-%m-%d %H:%M} to {params.end:%Y-%m-%d %H:%M}"
+)
+def score_flow(params: ScoreParams, runtime: Runtime | None = None) -> ScoreOutcome:
+    """Score the rows ingested for the window with the champion into the prediction log."""
+    runtime = runtime or build_runtime()
+    features = load_window_features(runtime, params.start, params.end)
+    version, model = load_champion(runtime)
+    log = score(runtime, model, version, features)
+    append_log(runtime, log)
+    positive = runtime.config.classes[-1]
+    share = float((log["prediction"] == positive).mean())
+    create_markdown_artifact(
+        key="score-summary",
+        markdown=f"### Scored {len(log)} rows with v{version}\n\nPredicted '{positive}': {share:.1%}\n",
+    )
+    return ScoreOutcome(model_version=version, n_rows=len(log), positive_share=share)
