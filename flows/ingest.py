@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ from features.embedding import embed_frame
 from features.ingest import IngestResult, read_raw, select_window
 from features.store import materialize, write_labels, write_offline
 from features.validation import ValidationResult, check_batch
-from flows.runtime import Runtime, build_runtime
+from flows.runtime import Runtime, build_runtime, resolve_window, window_run_name
 
 
 class IngestParams(BaseModel):
@@ -23,8 +23,13 @@ class IngestParams(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    start: datetime = Field(description="Window start (inclusive, UTC).")
-    end: datetime = Field(description="Window end (exclusive, UTC).")
+    start: datetime | None = Field(
+        default=None, description="Window start (inclusive, UTC); default: end - window_hours."
+    )
+    end: datetime | None = Field(
+        default=None, description="Window end (exclusive, UTC); default: the current hour."
+    )
+    window_hours: float = Field(default=1, gt=0, description="Length of a default window.")
     raw_path: str | None = Field(
         default=None, description="Raw Parquet/CSV; default: settings.raw_data_path."
     )
@@ -69,22 +74,28 @@ def materialize_online(runtime: Runtime, start: datetime, end: datetime) -> None
 
 @flow(
     name="ingest",
-    flow_run_name="ingest {params.start:%Y-%m-%d %H:%M} to {params.end:%Y-%m-%d %H:%M}",
+    flow_run_name=window_run_name("ingest"),
 )
 def ingest_flow(params: IngestParams, runtime: Runtime | None = None) -> IngestResult:
     """Ingest the raw rows stamped in ``[params.start, params.end)``."""
     runtime = runtime or build_runtime()
+    start, end = resolve_window(params.start, params.end, params.window_hours)
     path = Path(params.raw_path) if params.raw_path else runtime.settings.raw_data_path
-    batch = f"{runtime.config.name}-{params.start:%Y%m%dT%H%M}-{params.end:%Y%m%dT%H%M}"
-    raw = load_window(runtime, path, params.start, params.end)
+    batch = f"{runtime.config.name}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
+    raw = load_window(runtime, path, start, end)
+    if raw.empty:  # a quiet hour is not an error; an empty batch passed to the gate is
+        get_run_logger().info("no raw rows between %s and %s: nothing to ingest", start, end)
+        return IngestResult(
+            start=start, end=end, n_rows=0, rows_per_view={}, n_labels=0, materialized=False
+        )
     raw_check = validate(runtime, raw, "raw", batch)
     features = embed(runtime, raw)
     feature_check = validate(runtime, features, "features", batch)
     rows, n_labels = store_offline(runtime, features, raw)
-    materialize_online(runtime, params.start, params.end)
+    materialize_online(runtime, start, end)
     result = IngestResult(
-        start=params.start,
-        end=params.end,
+        start=start,
+        end=end,
         n_rows=len(raw),
         rows_per_view=rows,
         n_labels=n_labels,
@@ -93,7 +104,7 @@ def ingest_flow(params: IngestParams, runtime: Runtime | None = None) -> IngestR
     create_markdown_artifact(
         key="ingest-summary",
         markdown=(
-            f"### Ingest {params.start:%Y-%m-%d %H:%M} to {params.end:%Y-%m-%d %H:%M}\n\n"
+            f"### Ingest {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}\n\n"
             f"| rows | labels | views | raw gate | feature gate |\n|---|---|---|---|---|\n"
             f"| {len(raw)} | {n_labels} | {rows} | {'pass' if raw_check.success else 'fail'} "
             f"| {'pass' if feature_check.success else 'fail'} |\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -66,6 +67,40 @@ def configure_environment(settings: Settings) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MMOPS_DATA_DIR", str(settings.data_dir))
+
+
+def resolve_window(
+    start: datetime | None, end: datetime | None, hours: float, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """The window a run covers: as given, or the last ``hours`` before the current hour
+    (what a scheduled run with default parameters processes)."""
+    if end is None:
+        end = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    if start is None:
+        start = end - timedelta(hours=hours)
+    if start >= end:
+        raise ValueError(f"window start {start} is not before its end {end}")
+    return start, end
+
+
+def window_run_name(kind: str):
+    """A flow-run namer saying which window ran, e.g. 'score 2026-06-01 00:00 to ...'."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        params = flow_run.parameters.get("params") or {}
+        if isinstance(params, dict):
+            start, end = params.get("start"), params.get("end")
+            hours = params.get("window_hours", 24)
+        else:
+            start, end, hours = params.start, params.end, params.window_hours
+        start = datetime.fromisoformat(start) if isinstance(start, str) else start
+        end = datetime.fromisoformat(end) if isinstance(end, str) else end
+        start, end = resolve_window(start, end, hours)
+        return f"{kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
+
+    return name
 
 
 def ensure_demo_data(

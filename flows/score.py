@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.store import get_training_frame, read_entities
-from flows.runtime import Runtime, build_runtime
+from flows.runtime import Runtime, build_runtime, resolve_window, window_run_name
 from flows.train import registered_model_name
 from monitoring.scoring import score_frame, write_prediction_log
 from training.pyfunc import load_pyfunc
@@ -25,8 +25,13 @@ class ScoreParams(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    start: datetime = Field(description="Window start (inclusive, UTC).")
-    end: datetime = Field(description="Window end (exclusive, UTC).")
+    start: datetime | None = Field(
+        default=None, description="Window start (inclusive, UTC); default: end - window_hours."
+    )
+    end: datetime | None = Field(
+        default=None, description="Window end (exclusive, UTC); default: the current hour."
+    )
+    window_hours: float = Field(default=24, gt=0, description="Length of a default window.")
 
 
 class ScoreOutcome(BaseModel):
@@ -72,13 +77,12 @@ def append_log(runtime: Runtime, log: pd.DataFrame) -> int:
     return write_prediction_log(log, runtime.config, runtime.settings.prediction_log_dir)
 
 
-@flow(
-    name="score", flow_run_name="score {params.start:%Y-%m-%d %H:%M} to {params.end:%Y-%m-%d %H:%M}"
-)
+@flow(name="score", flow_run_name=window_run_name("score"))
 def score_flow(params: ScoreParams, runtime: Runtime | None = None) -> ScoreOutcome:
     """Score the rows ingested for the window with the champion into the prediction log."""
     runtime = runtime or build_runtime()
-    features = load_window_features(runtime, params.start, params.end)
+    start, end = resolve_window(params.start, params.end, params.window_hours)
+    features = load_window_features(runtime, start, end)
     version, model = load_champion(runtime)
     log = score(runtime, model, version, features)
     append_log(runtime, log)
