@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None, description="Default: SQLite file under data_dir."
     )
+    mlflow_ui_url: str | None = Field(
+        default=None, description="Base URL of the MLflow UI, for links in alert emails."
+    )
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     seed: int = Field(default=0, description="The one seed for every random choice.")
 
