@@ -564,12 +564,14 @@ def _client(client_or_tracking_uri: MlflowClient | str) -> MlflowClient:
     return client_or_tracking_uri
 
 
-def _experiment_id(client: MlflowClient, name: str) -> str:
+def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name)
+        if artifact_location is None:
+            return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location)
     except Exception:  # created concurrently by another window
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
@@ -586,6 +588,7 @@ def log_window_report(
     decision: Decision | None,
     tags: Mapping[str, str] | None = None,
     model_version: str | None = None,
+    artifact_location: str | None = None,
 ) -> str:
     """Log one window to MLflow: one run per window in ``experiment_name``.
 
@@ -598,11 +601,14 @@ def log_window_report(
     A window logged before (same ``mmops.window_start`` tag) has its old run deleted, so
     each window keeps exactly one active run.
 
+    ``artifact_location`` (a URI) is used only when the experiment is created here; without
+    it MLflow picks its default, relative to the working directory for a SQLite store.
+
     Returns:
         The run id.
     """
     client = _client(client_or_tracking_uri)
-    experiment_id = _experiment_id(client, experiment_name)
+    experiment_id = _experiment_id(client, experiment_name, artifact_location)
     window_key = "unknown" if drift.window_start is None else drift.window_start.isoformat()
     previous = client.search_runs(
         [experiment_id], filter_string=f"tags.`{WINDOW_TAG}` = '{window_key}'"

@@ -33,7 +33,7 @@ def test_window_report_is_logged_as_one_run(tmp_path):
     )
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=tracking_uri)
-    client.create_experiment("monitoring", artifact_location=(tmp_path / "artifacts").as_uri())
+    artifacts_uri = (tmp_path / "artifacts").as_uri()
 
     first = log_window_report(
         tracking_uri,
@@ -44,6 +44,7 @@ def test_window_report_is_logged_as_one_run(tmp_path):
         decision,
         {"dataset": "tiny"},
         model_version="3",
+        artifact_location=artifacts_uri,
     )
     run_id = log_window_report(
         client,
@@ -68,6 +69,8 @@ def test_window_report_is_logged_as_one_run(tmp_path):
     artifacts = {a.path for a in client.list_artifacts(run_id, "report")}
     assert artifacts == {"report/report.html", "report/report.json", "report/drift.json"}
     experiment = client.get_experiment_by_name("monitoring")
+    assert experiment.artifact_location == artifacts_uri
+    assert (tmp_path / "artifacts").is_dir()
     active = client.search_runs([experiment.experiment_id])
     assert [r.info.run_id for r in active] == [run_id]
     assert client.get_run(first).info.lifecycle_stage == "deleted"
