@@ -4,7 +4,8 @@
 ``estimate_performance``): it reads typed results and a small persistent state and
 returns ``none``, ``alert`` or ``retrain`` with its reasons. Retraining needs
 
-* persistent drift (``k`` of the last ``n`` windows) in a modality allowed to retrain,
+* persistent drift (drifted now and in ``k`` of the last ``n`` windows counting this
+  one) in a modality allowed to retrain,
   together with a performance drop that matters in the current window (estimated from
   the probabilities, or realized on labels), or
 * concept drift: a realized drop on enough labels in ``k`` of the last ``n`` labelled
@@ -215,8 +216,7 @@ def decide(
             f"estimated {config.metric} {estimated:.3f} is {reference_performance - estimated:.3f}"
             f" below the reference {reference_performance:.3f}"
         )
-    if realized_drop:
-        assert result.realized is not None
+    if realized_drop and result.realized is not None:
         realized = result.realized.value(config.metric)
         reasons.append(
             f"realized {config.metric} {realized:.3f} on {result.realized.n_rows} labels is "
