@@ -26,7 +26,7 @@ TEXT_DIM = 384
 IMAGE_DIM = 128
 IMAGE_SIZE = 32
 TEXT_ENCODER_ID = "all-MiniLM-L6-v2@128tok"
-IMAGE_ENCODER_ID = f"efficientnet-lite0@{IMAGE_SIZE}px-proj{IMAGE_DIM}"
+IMAGE_ENCODER_ID = f"efficientnet-lite0-prehead@{IMAGE_SIZE}px-proj{IMAGE_DIM}"
 
 
 class ImageDecodeError(ValueError):
@@ -143,6 +143,20 @@ class ImageEncoder:
         batch = (np.stack(arrays) - 127.0) / 128.0
         return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
 
+    def _features(self, batch):
+        """Pooled head features before the final ReLU6.
+
+        ``extract_features`` ends in ReLU6; on 32 px inputs its map is 1x1 and for some
+        photos (blurred, noisy) every unit is clipped to 0, which would make the embedding
+        vanish. The pre-activation head is linear in the last block's output and never
+        collapses like that.
+        """
+        model = self._model
+        x = model._swish(model._bn0(model._conv_stem(batch)))
+        for block in model._blocks:
+            x = block(x, drop_connect_rate=0.0)
+        return model._bn1(model._conv_head(x)).mean((2, 3))
+
     def encode(self, images: Sequence, show_progress: bool = False) -> np.ndarray:
         """Embed decoded RGB PIL images into unit-norm float32 vectors (n, IMAGE_DIM)."""
         torch = self._torch
@@ -155,7 +169,7 @@ class ImageEncoder:
         with torch.inference_mode():
             for start in starts:
                 chunk = images[start : start + self.batch_size]
-                features = self._model.extract_features(self._to_tensor(chunk)).mean((2, 3))
+                features = self._features(self._to_tensor(chunk))
                 projected = features @ self._projection
                 projected = torch.nn.functional.normalize(projected, dim=1)
                 out[start : start + len(chunk)] = projected.numpy()

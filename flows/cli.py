@@ -74,12 +74,30 @@ def feast(ctx: typer.Context) -> None:
 def demo(
     rows: int = typer.Option(20_000, help="Rows of demo history."),
     days: int = typer.Option(90, help="Days the history spans."),
+    production_days: int = typer.Option(10, help="Simulated production days."),
+    rows_per_day: int = typer.Option(400, help="Orders per production day."),
+    scenario: str = typer.Option("image_camera", help="Drift scenario switched on at onset."),
+    intensity: float = typer.Option(1.0, help="Drift intensity in [0, 1]."),
+    onset_day: int = typer.Option(3, help="First drifted production day."),
+    epochs: int = typer.Option(30, help="Training epochs (early stopping applies)."),
 ) -> None:
-    """Run the end-to-end demo on embedded defaults."""
+    """Run the end-to-end demo on embedded defaults (history, training, drift, recovery)."""
     runtime = _prepare()
     from flows.demo import DemoParams, demo_flow
 
-    demo_flow(DemoParams(rows=rows, days=days), runtime=runtime)
+    demo_flow(
+        DemoParams(
+            rows=rows,
+            days=days,
+            production_days=production_days,
+            rows_per_day=rows_per_day,
+            scenario=scenario,
+            intensity=intensity,
+            onset_day=onset_day,
+            epochs=epochs,
+        ),
+        runtime=runtime,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,39 +1,255 @@
-"""The end-to-end demo on embedded defaults (the README's main command)."""
+"""The end-to-end demo on embedded defaults (the README's main command).
+
+Ingest the demo history, train and register the first champion, then simulate production
+one scheduled cycle per day with a named drift scenario switched on at day ``onset_day``:
+drift is detected, an alert email is received by a local SMTP server, retraining is
+triggered, the new version is promoted only if the gate says it is better, and accuracy
+recovers. Prints a summary table and saves a plot (also logged to MLflow).
+"""
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
+import mlflow
+import numpy as np
 import pandas as pd
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.demo_data import DEMO_START
+from features.demo_data import DEMO_START, DemoSources
+from features.drift_sim import SCENARIOS, simulate_window
+from features.store import read_labels
+from flows.cycle import CycleParams, cycle_flow
 from flows.ingest import IngestParams, ingest_flow
+from flows.mailbox import local_mailbox
+from flows.monitor import MonitorParams
 from flows.runtime import Runtime, build_runtime, ensure_demo_data
+from flows.train import TrainParams, registered_model_name, train_flow
+from monitoring.reports import plot_drift_history
+from monitoring.scoring import read_prediction_log
+from training.registry import (
+    alias_history,
+    connect,
+    current_champion,
+    default_artifact_location,
+    ensure_experiment,
+)
+
+# State a demo run starts without (the embedding cache and the demo history are kept).
+_DEMO_STATE = (
+    "feast",
+    "labels",
+    "predictions",
+    "reports",
+    "state",
+    "quarantine",
+    "outbox",
+    "mailbox",
+    "models",
+    "gx",
+    "mlartifacts",
+    "mlflow.db",
+)
 
 
 class DemoParams(BaseModel):
+    """Parameters of the demo."""
+
     model_config = ConfigDict(frozen=True)
 
-    rows: int = Field(default=20_000, ge=500, description="Rows of demo history.")
-    days: int = Field(default=90, ge=7, description="Days the history spans.")
+    rows: int = Field(default=20_000, ge=1000, description="Rows of demo history.")
+    days: int = Field(default=90, ge=14, description="Days the history spans.")
+    production_days: int = Field(default=10, ge=3, description="Simulated production days.")
+    rows_per_day: int = Field(default=400, ge=50, description="Orders per production day.")
+    scenario: str = Field(default="image_camera", description=f"One of {', '.join(SCENARIOS)}.")
+    intensity: float = Field(default=1.0, ge=0.0, le=1.0)
+    onset_day: int = Field(default=3, ge=0, description="First drifted production day.")
+    epochs: int = Field(default=30, ge=1, description="Training epochs (early stopping applies).")
 
 
-@flow(name="demo", flow_run_name="demo {params.rows} rows over {params.days} days")
-def demo_flow(params: DemoParams, runtime: Runtime | None = None) -> dict:
-    """Build the demo history, ingest and validate it, and print what the stores hold."""
+@flow(name="demo", flow_run_name="demo: {params.scenario} from day {params.onset_day}")
+def demo_flow(params: DemoParams, runtime: Runtime | None = None) -> pd.DataFrame:
+    """Run the whole story and return the per-day summary table."""
+    if params.scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {params.scenario!r}; choose one of {SCENARIOS}")
     runtime = runtime or build_runtime()
-    path = ensure_demo_data(runtime.settings, n_rows=params.rows, days=params.days)
-    start = DEMO_START
-    end = DEMO_START + timedelta(days=params.days)
-    result = ingest_flow(IngestParams(start=start, end=end, raw_path=str(path)), runtime=runtime)
-    summary = {
-        "raw rows": result.n_rows,
-        "labels": result.n_labels,
-        **{f"offline rows ({view})": n for view, n in result.rows_per_view.items()},
-        "online store": str(runtime.settings.feast_dir / "online.db"),
-        "data docs": str(runtime.settings.gx_dir),
-    }
-    print(pd.Series(summary).to_string())
-    return summary
+    logger = get_run_logger()
+    settings = runtime.settings
+    _reset_state(settings.data_dir)
+    history_path = ensure_demo_data(settings, n_rows=params.rows, days=params.days)
+    history_end = DEMO_START + timedelta(days=params.days)
+
+    logger.info("1/4 ingesting %d history rows (embeddings are cached across runs)", params.rows)
+    ingest_flow(
+        IngestParams(start=DEMO_START, end=history_end, raw_path=str(history_path)), runtime
+    )
+
+    logger.info("2/4 training the first model")
+    train = TrainParams(train={"epochs": params.epochs, "show_progress": False})
+    first = train_flow(train, runtime)
+    logger.info("v%s: %s", first.version, first.reason)
+
+    logger.info(
+        "3/4 simulating %d production days, %s from day %d",
+        params.production_days,
+        params.scenario,
+        params.onset_day,
+    )
+    production = _write_production(runtime, params, history_end)
+    rows = []
+    with local_mailbox(
+        settings.smtp.host, settings.smtp.port, settings.data_dir / "mailbox"
+    ) as box:
+        for day in range(params.production_days):
+            start = history_end + timedelta(days=day)
+            outcome = cycle_flow(
+                CycleParams(
+                    start=start,
+                    end=start + timedelta(days=1),
+                    raw_path=str(production),
+                    monitor=MonitorParams(retrain_lookback_days=21),
+                ),
+                runtime,
+            )
+            m = outcome.monitor
+            rows.append(
+                {
+                    "day": day,
+                    "date": f"{start:%Y-%m-%d}",
+                    "drift on": day >= params.onset_day,
+                    "model": f"v{m.model_version}",
+                    "drifted": ",".join(m.drifted) or "-",
+                    "est. acc": round(m.estimated_accuracy, 3),
+                    "action": m.action,
+                    "email": "sent"
+                    if m.email.startswith("sent")
+                    else ("-" if m.email == "disabled" else "deduplicated"),
+                    "retrain": "-"
+                    if m.retrain_version is None
+                    else f"v{m.retrain_version} {'promoted' if m.retrain_promoted else 'rejected'}",
+                    "_p": m.p_values,
+                    "_start": start,
+                }
+            )
+            logger.info(
+                "day %d: v%s drifted=%s action=%s", day, m.model_version, m.drifted, m.action
+            )
+        received = box.count()
+
+    logger.info("4/4 measuring realized accuracy and plotting")
+    table = _summary(runtime, rows, params, history_end)
+    plot = _plot(runtime, table, params, history_end)
+    client = connect(settings.tracking_uri)
+    name = registered_model_name(runtime)
+    moves = alias_history(client, name)
+    _log_demo_run(runtime, table, plot, params)
+    shown = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+    print("\n" + shown.to_string(index=False))
+    drift_days = table[table["drift on"]]
+    detected = drift_days[drift_days["drifted"] != "-"]
+    print(
+        f"\nscenario {params.scenario} from day {params.onset_day}: "
+        f"first detected on day {detected['day'].min() if len(detected) else 'never'}; "
+        f"alert emails received by the local SMTP server: {received} "
+        f"(in {settings.data_dir / 'mailbox'}); champion now v{current_champion(client, name)}; "
+        f"alias moves: {[f'{e.action} v{e.version}' for e in moves]}\n"
+        f"plot: {plot}\nMLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}"
+    )
+    create_table_artifact(key="demo-summary", table=shown.to_dict("records"))
+    create_markdown_artifact(key="demo-plot", markdown=f"Drift and accuracy plot: `{plot}`")
+    return table
+
+
+def _reset_state(data_dir: Path) -> None:
+    for name in _DEMO_STATE:
+        path = data_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _write_production(runtime: Runtime, params: DemoParams, history_end) -> Path:
+    """Raw rows of every production day, drifted from ``onset_day`` on (labels included:
+    the monitor only reads them a day late)."""
+    sources = DemoSources.load()
+    frames = []
+    next_id = params.rows
+    for day in range(params.production_days):
+        start = history_end + timedelta(days=day)
+        scenario = params.scenario if day >= params.onset_day else "none"
+        raw, _ = simulate_window(
+            sources,
+            scenario,
+            params.intensity,
+            params.rows_per_day,
+            start,
+            start + timedelta(days=1),
+            seed=runtime.settings.seed + 1000 + day,
+            first_id=next_id,
+        )
+        next_id += len(raw)
+        frames.append(raw)
+    path = runtime.settings.demo_dir / "production.parquet"
+    pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+    return path
+
+
+def _summary(runtime: Runtime, rows: list[dict], params: DemoParams, history_end) -> pd.DataFrame:
+    """Add each day's realized accuracy (all labels have arrived by the end of the demo)."""
+    config = runtime.config
+    end = history_end + timedelta(days=params.production_days)
+    log = read_prediction_log(config, runtime.settings.prediction_log_dir, history_end, end)
+    labels = read_labels(config, runtime.settings.labels_dir, history_end, end)
+    joined = log.merge(labels, on=[config.entity_key, config.timestamp], how="inner")
+    day = (joined[config.timestamp] - pd.Timestamp(history_end)).dt.total_seconds() // 86400
+    realized = (joined["prediction"] == joined[config.label]).groupby(day.astype(int)).mean()
+    table = pd.DataFrame(rows)
+    table.insert(6, "real. acc", table["day"].map(realized).round(3))
+    return table
+
+
+def _plot(runtime: Runtime, table: pd.DataFrame, params: DemoParams, history_end) -> Path:
+    records = pd.DataFrame(
+        {
+            "window_start": table["_start"],
+            **{
+                f"p_{k}": table["_p"].map(lambda p, k=k: p.get(k, np.nan))
+                for k in sorted({k for p in table["_p"] for k in p})
+            },
+            "estimated_accuracy": table["est. acc"],
+            "realized_accuracy": table["real. acc"],
+            "action": table["action"],
+        }
+    )
+    retrains = table.loc[table["retrain"].str.contains("promoted"), "_start"].tolist()
+    onset = history_end + timedelta(days=params.onset_day)
+    path = runtime.settings.reports_dir / "demo_drift_and_accuracy.png"
+    return plot_drift_history(
+        records,
+        path,
+        onset=onset,
+        retrains=retrains,
+        title=f"Demo: {params.scenario} (intensity {params.intensity}) from day {params.onset_day}",
+    )
+
+
+def _log_demo_run(runtime: Runtime, table: pd.DataFrame, plot: Path, params: DemoParams) -> None:
+    client = connect(runtime.settings.tracking_uri)
+    experiment = ensure_experiment(
+        client, f"{runtime.config.name}-demo", default_artifact_location(runtime.settings.data_dir)
+    )
+    mlflow.set_tracking_uri(runtime.settings.tracking_uri)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"demo {params.scenario}"):
+        mlflow.log_params(params.model_dump())
+        mlflow.log_artifact(str(plot))
+        shown = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+        mlflow.log_text(shown.to_markdown(index=False), "demo_summary.md")
+        for _, row in table.iterrows():
+            if not np.isnan(row["real. acc"]):
+                mlflow.log_metric("realized_accuracy", row["real. acc"], step=int(row["day"]))
+            mlflow.log_metric("estimated_accuracy", row["est. acc"], step=int(row["day"]))

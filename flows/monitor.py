@@ -34,7 +34,12 @@ from monitoring.estimate import PerformanceEstimate, estimate_performance, reali
 from monitoring.policy import Decision, PolicyConfig, PolicyState, decide
 from monitoring.reports import WindowReport, build_window_report, log_window_report
 from monitoring.scoring import join_labels, proba_columns, read_prediction_log
-from training.registry import REFERENCE_ARTIFACT, connect, current_champion
+from training.registry import (
+    REFERENCE_ARTIFACT,
+    connect,
+    current_champion,
+    default_artifact_location,
+)
 
 RETRAIN_DEPLOYMENT = "train/train-weekly"
 
@@ -217,6 +222,7 @@ def report(
         decision,
         tags={"mmops.flow_run": str(flow_run.get_id() or "")},
         model_version=champion.version,
+        artifact_location=default_artifact_location(runtime.settings.data_dir),
     )
     return built, run_id
 

@@ -63,6 +63,9 @@ def configure_environment(settings: Settings) -> None:
     # No telemetry: these machines reach no outside host, and users may not want it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # mmops retries tracking calls itself (training.registry.RetryConfig); MLflow's own
+    # HTTP retries (7 by default, with backoff) would multiply the wait.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
