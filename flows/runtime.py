@@ -16,6 +16,7 @@ from features.embedding import Encoders
 from features.ingest import IngestPaths
 from features.schema import DatasetConfig, load_dataset_config
 from features.store import prepare_store
+from flows.profiles import client_environment, feast_stores
 from flows.settings import Settings, get_settings
 
 
@@ -29,8 +30,8 @@ class Runtime:
 
     @cached_property
     def store(self):
-        """The Feast store with the dataset's definitions applied."""
-        return prepare_store(self.config, self.settings.feast_dir)
+        """The Feast store with the dataset's definitions applied (stores per profile)."""
+        return prepare_store(self.config, self.settings.feast_dir, **feast_stores(self.settings))
 
     @cached_property
     def encoders(self) -> Encoders:
@@ -70,6 +71,8 @@ def configure_environment(settings: Settings) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MMOPS_DATA_DIR", str(settings.data_dir))
+    for key, value in client_environment(settings).items():  # prod: credentials, API URL
+        os.environ.setdefault(key, value)
 
 
 def resolve_window(

@@ -26,6 +26,45 @@ class SmtpSettings(BaseModel):
     recipients: list[str] = Field(default_factory=lambda: ["ml-oncall@localhost"])
 
 
+class PostgresSettings(BaseModel):
+    """PostgreSQL of the prod profile: one server, one database per service."""
+
+    host: str = Field(default="127.0.0.1", description="PostgreSQL host.")
+    port: int = Field(default=5432, description="PostgreSQL port.")
+    user: str = Field(default="postgres", description="PostgreSQL user.")
+    password: SecretStr | None = Field(default=None, description="Password (never logged).")
+    feast_database: str = Field(default="mmops_feast", description="Feast SQL registry.")
+    mlflow_database: str = Field(default="mmops_mlflow", description="MLflow backend store.")
+    mlflow_auth_database: str = Field(
+        default="mmops_mlflow_auth", description="MLflow basic-auth users and permissions."
+    )
+    prefect_database: str = Field(default="mmops_prefect", description="Prefect server.")
+
+
+class RedisSettings(BaseModel):
+    """Redis of the prod profile (the Feast online store)."""
+
+    host: str = Field(default="127.0.0.1", description="Redis host.")
+    port: int = Field(default=6379, description="Redis port.")
+    db: int = Field(default=0, ge=0, description="Redis logical database.")
+    password: SecretStr | None = Field(default=None, description="Password (never logged).")
+
+
+class MlflowServerSettings(BaseModel):
+    """The MLflow tracking server of the prod profile (basic auth)."""
+
+    url: str = Field(default="http://127.0.0.1:5001", description="Tracking server URL.")
+    username: str | None = Field(default=None, description="Basic-auth user of the pipeline.")
+    password: SecretStr | None = Field(default=None, description="Basic-auth password.")
+    admin_username: str = Field(default="admin", description="Admin created at first start.")
+    admin_password: SecretStr | None = Field(
+        default=None, description="Admin password; required to start the server."
+    )
+    artifacts_destination: str | None = Field(
+        default=None, description="Where the server stores artifacts; default data_dir/mlartifacts."
+    )
+
+
 class Settings(BaseSettings):
     """Environment and infrastructure values for one mmops installation."""
 
@@ -55,6 +94,19 @@ class Settings(BaseSettings):
         default=None, description="Base URL of the MLflow UI, for links in alert emails."
     )
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    # prod profile (ignored by the embedded default; see flows/profiles.py)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    mlflow_server: MlflowServerSettings = Field(default_factory=MlflowServerSettings)
+    prefect_api_url: str | None = Field(
+        default=None, description="Prefect server API (prod), e.g. http://127.0.0.1:4200/api."
+    )
+    task_runner: Literal["default", "dask"] = Field(
+        default="default", description="default: Prefect's thread pool; dask: a Dask cluster."
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler address (tcp://host:8786); None: a local cluster."
+    )
     seed: int = Field(default=0, description="The one seed for every random choice.")
 
     # Derived locations ---------------------------------------------------------------
@@ -108,7 +160,11 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if self.profile == "prod":
+            return self.mlflow_server.url
+        return f"sqlite:///{self.data_dir / 'mlflow.db'}"
 
     @property
     def artifact_dir(self) -> Path:
