@@ -32,9 +32,13 @@ only a few directions, and it costs one ``(n, n) @ (n, P)`` product for ``P``
 permutations (about 0.1 s for ``n = 2000``, ``P = 1000``). PCA is fitted on half of the
 reference and the other half is kept as the reference sample, as in "Failing Loudly",
 so the reducer is not tuned to the rows it is compared against. Per-component KS with
-Bonferroni (``embedding_test="ks"``) is kept as an option: it is cheaper and
-names the components that moved, but loses power when a shift spreads over many
-components. ``benchmarks/drift_speed.py --power`` measures both.
+Bonferroni (``embedding_test="ks"``) is kept as an option: it is about three times
+cheaper but weaker. Measured with the real encoders (``benchmarks/drift_speed.py
+--real 20``; 30 % tweets among reviews, 30 % blurred and noised photos; 50-row windows)
+MMD flagged text 1.00 / image 0.90 of windows, per-component KS 0.75 / 0.75; both
+flag everything from 100 rows, and MMD raised no alarm on 60 undrifted windows.
+On the synthetic frames of the unit tests, a 2,000-row window against a 10,000-row
+reference takes about 1.0 s with MMD and 0.4 s with KS on a busy 2-core machine.
 """
 
 from __future__ import annotations
