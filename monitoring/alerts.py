@@ -505,8 +505,9 @@ def should_send(
     """Decide whether a decision deserves a new email.
 
     ``none`` is never mailed. A retrain is always mailed (it is an action taken, and the
-    policy's cooldown bounds how often). An alert is mailed when its fingerprint differs
-    from the issue last mailed, or when ``renotify_after`` has passed since that email.
+    policy's cooldown bounds how often). An alert is mailed when its fingerprint names an
+    issue not yet mailed in the ongoing episode (episodes end with a ``none`` decision),
+    or when ``renotify_after`` has passed since the last email.
 
     Args:
         decision: the policy's decision for this window.
@@ -524,7 +525,7 @@ def should_send(
         return AlertCheck(send=False, reason="nothing to report")
     if decision.action == "retrain":
         return AlertCheck(send=True, reason="retraining was triggered")
-    if decision.fingerprint != state.fingerprint or state.last_sent_at is None:
+    if not _covered(decision.fingerprint, state.fingerprint) or state.last_sent_at is None:
         previous = state.fingerprint or "none"
         return AlertCheck(
             send=True, reason=f"new issue {decision.fingerprint!r} (was {previous!r})"
@@ -537,6 +538,23 @@ def should_send(
     return AlertCheck(
         send=False, reason=f"{decision.fingerprint!r} already reported at {state.last_sent_at}"
     )
+
+
+def _parts(fingerprint: str) -> set[str]:
+    return {part for part in fingerprint.split("+") if part}
+
+
+def _covered(fingerprint: str, mailed: str) -> bool:
+    """Whether every issue in ``fingerprint`` was already mailed in this episode.
+
+    Drift in an episode flickers ('image', then 'image+output', then 'image'): that is
+    the same ongoing drift, not a new issue each window.
+    """
+    return _parts(fingerprint) <= _parts(mailed)
+
+
+def _union(first: str, second: str) -> str:
+    return "+".join(sorted(_parts(first) | _parts(second)))
 
 
 def update_alert_state(
@@ -555,9 +573,11 @@ def update_alert_state(
         return AlertState()
     if not sent:
         return state.model_copy(update={"suppressed": state.suppressed + 1})
-    same_issue = decision.fingerprint == state.fingerprint and state.first_sent_at is not None
+    same_issue = state.first_sent_at is not None
     return AlertState(
-        fingerprint=decision.fingerprint,
+        fingerprint=_union(state.fingerprint, decision.fingerprint)
+        if same_issue
+        else decision.fingerprint,
         action=decision.action,
         first_sent_at=state.first_sent_at if same_issue else now,
         last_sent_at=now,

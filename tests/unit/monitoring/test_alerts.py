@@ -343,9 +343,17 @@ def test_same_ongoing_drift_is_mailed_once():
     assert state.emails == 1 and state.suppressed == 3 and state.fingerprint == "text"
 
 
-def test_changed_fingerprint_is_mailed():
-    sent, _ = run_alerts([decision(), decision(fingerprint="image+text"), decision()])
-    assert sent == [True, True, True]
+def test_a_new_issue_in_the_episode_is_mailed_but_flicker_is_not():
+    flicker = [decision(), decision(fingerprint="image+text"), decision(), decision(fingerprint="image")]
+    sent, state = run_alerts(flicker)
+    assert sent == [True, True, False, False]
+    assert state.fingerprint == "image+text"
+
+
+def test_a_new_episode_after_a_quiet_window_is_mailed_again():
+    quiet = decision(action="none", fingerprint="")
+    sent, _ = run_alerts([decision(), quiet, decision()])
+    assert sent == [True, False, True]
 
 
 def test_renotify_after_interval():
