@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -18,56 +19,28 @@ app = typer.Typer(
     add_completion=False,
 )
 
+_START = typer.Option(None, help="Window start, ISO 8601 (UTC if no offset).")
+_END = typer.Option(None, help="Window end (exclusive), ISO 8601; default: the current hour.")
+
 
 def _prepare():
-    from flows.runtime import build_runtime, configure_environment
+    """Read the settings, point Prefect and HF at them, return the runtime."""
+    from flows.runtime import configure_environment, get_runtime
 
     settings = get_settings()
     configure_environment(settings)
-    return build_runtime(settings)
+    return get_runtime(settings)
 
 
-@app.command()
-def ingest(
-    start: str = typer.Option(..., help="Window start, ISO 8601 (UTC if no offset)."),
-    end: str = typer.Option(..., help="Window end (exclusive), ISO 8601."),
-    raw_path: Path | None = typer.Option(None, help="Raw Parquet/CSV (default: settings)."),
-) -> None:
-    """Validate, embed and store the raw rows of one time window."""
-    runtime = _prepare()
-    from flows.ingest import IngestParams, ingest_flow
-
-    result = ingest_flow(
-        IngestParams(
-            start=_utc(start), end=_utc(end), raw_path=str(raw_path) if raw_path else None
-        ),
-        runtime=runtime,
-    )
-    typer.echo(result.model_dump_json(indent=2))
-
-
-def _utc(value: str) -> datetime:
+def _utc(value: str | None) -> datetime | None:
+    if value is None:
+        return None
     stamp = datetime.fromisoformat(value)
     return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def feast(ctx: typer.Context) -> None:
-    """Run the Feast CLI in the feature repository with this installation's settings
-    (e.g. `mmops feast plan`, `mmops feast apply`, `mmops feast materialize ...`)."""
-    from flows.runtime import build_runtime, configure_environment
-
-    settings = get_settings()
-    configure_environment(settings)
-    runtime = build_runtime(settings)
-    env = dict(
-        os.environ,
-        MMOPS_FEAST_PROJECT=runtime.config.name,
-        MMOPS_DATASET_CONFIG=str(settings.dataset_config),
-    )
-    repo = Path(__file__).resolve().parent.parent / "features" / "repo"
-    feast_bin = Path(sys.executable).parent / "feast"
-    raise typer.Exit(subprocess.call([str(feast_bin), *ctx.args], cwd=repo, env=env))
+def _echo(model) -> None:
+    typer.echo(model.model_dump_json(indent=2))
 
 
 @app.command()
@@ -82,7 +55,7 @@ def demo(
     epochs: int = typer.Option(30, help="Training epochs (early stopping applies)."),
 ) -> None:
     """Run the end-to-end demo on embedded defaults (history, training, drift, recovery)."""
-    runtime = _prepare()
+    _prepare()
     from flows.demo import DemoParams, demo_flow
 
     demo_flow(
@@ -95,9 +68,205 @@ def demo(
             intensity=intensity,
             onset_day=onset_day,
             epochs=epochs,
-        ),
-        runtime=runtime,
+        )
     )
+
+
+@app.command()
+def ingest(
+    start: str | None = _START,
+    end: str | None = _END,
+    window_hours: float = typer.Option(1.0, help="Window length when --start is not given."),
+    raw_path: Path | None = typer.Option(None, help="Raw Parquet/CSV (default: settings)."),
+) -> None:
+    """Validate, embed and store the raw rows of one time window."""
+    _prepare()
+    from flows.ingest import IngestParams, ingest_flow
+
+    _echo(
+        ingest_flow(
+            IngestParams(
+                start=_utc(start),
+                end=_utc(end),
+                window_hours=window_hours,
+                raw_path=str(raw_path) if raw_path else None,
+            )
+        )
+    )
+
+
+@app.command()
+def train(
+    start: str | None = typer.Option(None, help="Oldest label used (default: all)."),
+    end: str | None = typer.Option(None, help="Labels before this time (default: all)."),
+    trigger: str = typer.Option("manual", help="scheduled, drift or manual (recorded)."),
+    epochs: int = typer.Option(30, help="Maximum epochs."),
+) -> None:
+    """Train on the labelled window, register the version and run the promotion gate."""
+    _prepare()
+    from flows.train import TrainParams, train_flow
+
+    _echo(
+        train_flow(
+            TrainParams(start=_utc(start), end=_utc(end), trigger=trigger, train={"epochs": epochs})
+        )
+    )
+
+
+@app.command()
+def score(
+    start: str | None = _START,
+    end: str | None = _END,
+    window_hours: float = typer.Option(24.0, help="Window length when --start is not given."),
+) -> None:
+    """Score the window's ingested rows with the champion into the prediction log."""
+    _prepare()
+    from flows.score import ScoreParams, score_flow
+
+    _echo(score_flow(ScoreParams(start=_utc(start), end=_utc(end), window_hours=window_hours)))
+
+
+@app.command()
+def monitor(
+    start: str | None = _START,
+    end: str | None = _END,
+    window_hours: float = typer.Option(24.0, help="Window length when --start is not given."),
+    email: bool = typer.Option(True, help="Send drift alert emails."),
+    act: bool = typer.Option(True, help="Start retraining when the decision says so."),
+) -> None:
+    """Check a window of the prediction log for drift and act on the decision."""
+    _prepare()
+    from flows.monitor import MonitorParams, monitor_flow
+
+    _echo(
+        monitor_flow(
+            MonitorParams(
+                start=_utc(start),
+                end=_utc(end),
+                window_hours=window_hours,
+                send_email=email,
+                act=act,
+            )
+        )
+    )
+
+
+def _registry():
+    from flows.train import registered_model_name
+    from training.registry import connect
+
+    runtime = _prepare()
+    return runtime, connect(runtime.settings.tracking_uri), registered_model_name(runtime)
+
+
+@app.command()
+def promote(
+    version: str = typer.Argument(..., help="Registered version to put through the gate."),
+    days: float = typer.Option(7.0, help="Holdout: labelled rows of the last N days."),
+) -> None:
+    """Run the promotion gate for a version against the champion on a recent holdout."""
+    runtime, client, name = _registry()
+    from features.store import get_training_frame, read_labels
+    from training.registry import promote_if_better
+
+    labels = read_labels(runtime.config, runtime.settings.labels_dir)
+    if labels.empty:
+        raise typer.BadParameter("no labels: ingest labelled data first")
+    latest = labels[runtime.config.timestamp].max()
+    recent = labels[labels[runtime.config.timestamp] >= latest - timedelta(days=days)]
+    holdout = get_training_frame(runtime.store, runtime.config, recent)
+    _echo(promote_if_better(client, name, version, holdout, runtime.config.label))
+
+
+@app.command()
+def rollback(reason: str = typer.Option("manual rollback", help="Recorded with the move.")) -> None:
+    """Move the champion alias back to the previous holder (recorded in the history)."""
+    _, client, name = _registry()
+    from training.registry import rollback_champion
+
+    _echo(rollback_champion(client, name, reason=reason))
+
+
+@app.command("simulate-drift")
+def simulate_drift(
+    scenario: str = typer.Argument(..., help="none, image_camera, text_domain, ..."),
+    intensity: float = typer.Option(1.0, help="Drift intensity in [0, 1]."),
+    rows: int = typer.Option(400, help="Rows to generate."),
+    start: str = typer.Option(..., help="Window start, ISO 8601."),
+    hours: float = typer.Option(24.0, help="Window length."),
+    out: Path = typer.Option(..., help="Parquet file to write the raw rows to."),
+    seed: int = typer.Option(0),
+    first_id: int = typer.Option(10_000_000, help="First entity id of the generated rows."),
+) -> None:
+    """Generate raw demo rows for one window under a named drift scenario."""
+    from features.demo_data import DemoSources
+    from features.drift_sim import simulate_window
+
+    begin = _utc(start)
+    raw, _ = simulate_window(
+        DemoSources.load(),
+        scenario,
+        intensity,
+        rows,
+        begin,
+        begin + timedelta(hours=hours),
+        seed=seed,
+        first_id=first_id,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw.to_parquet(out, index=False)
+    typer.echo(f"wrote {len(raw)} rows ({scenario}, intensity {intensity}) to {out}")
+
+
+@app.command()
+def status() -> None:
+    """Current champion, the last drift decision and the next scheduled runs."""
+    runtime, client, name = _registry()
+    from training.registry import alias_history, current_champion
+
+    settings = runtime.settings
+    out: dict[str, object] = {"registered_model": name}
+    try:
+        out["champion"] = current_champion(client, name)
+        history = alias_history(client, name)
+        out["last_alias_move"] = history[-1].model_dump(mode="json") if history else None
+    except Exception as error:  # no model registered yet
+        out["champion"] = None
+        out["registry"] = str(error).splitlines()[0]
+    state = settings.state_dir / "policy_state.json"
+    if state.exists():
+        records = json.loads(state.read_text()).get("history", [])
+        out["last_decision"] = records[-1] if records else None
+    else:
+        out["last_decision"] = None
+    out["next_runs"] = _next_runs()
+    typer.echo(json.dumps(out, indent=2, default=str))
+
+
+def _next_runs() -> object:
+    """Next scheduled flow runs from the Prefect server, or the schedules in prefect.yaml."""
+    if os.environ.get("PREFECT_API_URL"):
+        from flows.deployments import next_scheduled_runs
+
+        return next_scheduled_runs()
+    from flows.deployments import declared_schedules
+
+    return {"server": "none (embedded mode)", "declared schedules": declared_schedules()}
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def feast(ctx: typer.Context) -> None:
+    """Run the Feast CLI in the feature repository with this installation's settings
+    (e.g. `mmops feast plan`, `mmops feast apply`, `mmops feast materialize ...`)."""
+    runtime = _prepare()
+    env = dict(
+        os.environ,
+        MMOPS_FEAST_PROJECT=runtime.config.name,
+        MMOPS_DATASET_CONFIG=str(runtime.settings.dataset_config),
+    )
+    repo = Path(__file__).resolve().parent.parent / "features" / "repo"
+    feast_bin = Path(sys.executable).parent / "feast"
+    raise typer.Exit(subprocess.call([str(feast_bin), *ctx.args], cwd=repo, env=env))
 
 
 if __name__ == "__main__":  # pragma: no cover

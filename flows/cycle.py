@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.ingest import IngestResult
 from flows.ingest import IngestParams, ingest_flow
 from flows.monitor import MonitorOutcome, MonitorParams, monitor_flow
-from flows.runtime import Runtime, build_runtime, resolve_window, window_run_name
+from flows.runtime import resolve_window, window_run_name
 from flows.score import ScoreOutcome, ScoreParams, score_flow
 
 
@@ -35,14 +35,11 @@ class CycleOutcome(BaseModel):
 
 
 @flow(name="daily-cycle", flow_run_name=window_run_name("cycle"))
-def cycle_flow(params: CycleParams | None = None, runtime: Runtime | None = None) -> CycleOutcome:
+def cycle_flow(params: CycleParams | None = None) -> CycleOutcome:
     """Ingest, score and monitor one window."""
     params = params or CycleParams()
-    runtime = runtime or build_runtime()
     start, end = resolve_window(params.start, params.end, params.window_hours)
-    ingested = ingest_flow(IngestParams(start=start, end=end, raw_path=params.raw_path), runtime)
-    scored = score_flow(ScoreParams(start=start, end=end), runtime)
-    monitored = monitor_flow(
-        params.monitor.model_copy(update={"start": start, "end": end}), runtime
-    )
+    ingested = ingest_flow(IngestParams(start=start, end=end, raw_path=params.raw_path))
+    scored = score_flow(ScoreParams(start=start, end=end))
+    monitored = monitor_flow(params.monitor.model_copy(update={"start": start, "end": end}))
     return CycleOutcome(ingest=ingested, score=scored, monitor=monitored)

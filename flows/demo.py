@@ -27,7 +27,7 @@ from flows.cycle import CycleParams, cycle_flow
 from flows.ingest import IngestParams, ingest_flow
 from flows.mailbox import local_mailbox
 from flows.monitor import MonitorParams
-from flows.runtime import Runtime, build_runtime, ensure_demo_data
+from flows.runtime import Runtime, ensure_demo_data, get_runtime
 from flows.train import TrainParams, registered_model_name, train_flow
 from monitoring.reports import plot_drift_history
 from monitoring.scoring import read_prediction_log
@@ -72,11 +72,11 @@ class DemoParams(BaseModel):
 
 
 @flow(name="demo", flow_run_name="demo: {params.scenario} from day {params.onset_day}")
-def demo_flow(params: DemoParams, runtime: Runtime | None = None) -> pd.DataFrame:
+def demo_flow(params: DemoParams) -> pd.DataFrame:
     """Run the whole story and return the per-day summary table."""
     if params.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {params.scenario!r}; choose one of {SCENARIOS}")
-    runtime = runtime or build_runtime()
+    runtime = get_runtime()
     logger = get_run_logger()
     settings = runtime.settings
     _reset_state(settings.data_dir)
@@ -84,13 +84,11 @@ def demo_flow(params: DemoParams, runtime: Runtime | None = None) -> pd.DataFram
     history_end = DEMO_START + timedelta(days=params.days)
 
     logger.info("1/4 ingesting %d history rows (embeddings are cached across runs)", params.rows)
-    ingest_flow(
-        IngestParams(start=DEMO_START, end=history_end, raw_path=str(history_path)), runtime
-    )
+    ingest_flow(IngestParams(start=DEMO_START, end=history_end, raw_path=str(history_path)))
 
     logger.info("2/4 training the first model")
     train = TrainParams(train={"epochs": params.epochs, "show_progress": False})
-    first = train_flow(train, runtime)
+    first = train_flow(train)
     logger.info("v%s: %s", first.version, first.reason)
 
     logger.info(
@@ -112,8 +110,7 @@ def demo_flow(params: DemoParams, runtime: Runtime | None = None) -> pd.DataFram
                     end=start + timedelta(days=1),
                     raw_path=str(production),
                     monitor=MonitorParams(retrain_lookback_days=21),
-                ),
-                runtime,
+                )
             )
             m = outcome.monitor
             rows.append(

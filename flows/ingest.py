@@ -15,7 +15,7 @@ from features.embedding import embed_frame
 from features.ingest import IngestResult, read_raw, select_window
 from features.store import materialize, write_labels, write_offline
 from features.validation import ValidationResult, check_batch
-from flows.runtime import Runtime, build_runtime, resolve_window, window_run_name
+from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
 
 
 class IngestParams(BaseModel):
@@ -76,9 +76,9 @@ def materialize_online(runtime: Runtime, start: datetime, end: datetime) -> None
     name="ingest",
     flow_run_name=window_run_name("ingest"),
 )
-def ingest_flow(params: IngestParams, runtime: Runtime | None = None) -> IngestResult:
+def ingest_flow(params: IngestParams) -> IngestResult:
     """Ingest the raw rows stamped in ``[params.start, params.end)``."""
-    runtime = runtime or build_runtime()
+    runtime = get_runtime()
     start, end = resolve_window(params.start, params.end, params.window_hours)
     path = Path(params.raw_path) if params.raw_path else runtime.settings.raw_data_path
     batch = f"{runtime.config.name}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"

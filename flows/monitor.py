@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.store import read_labels
-from flows.runtime import Runtime, build_runtime, resolve_window, window_run_name
+from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
 from flows.train import DRIFT_REFERENCE_ARTIFACT, TrainParams, registered_model_name, train_flow
 from monitoring.alerts import (
     AlertContent,
@@ -293,11 +293,11 @@ def start_retraining(
 
 @flow(name="monitor", flow_run_name=window_run_name("monitor"))
 def monitor_flow(
-    params: MonitorParams | None = None, runtime: Runtime | None = None
+    params: MonitorParams | None = None,
 ) -> MonitorOutcome:
     """Check one window of the prediction log and act on what it shows."""
     params = params or MonitorParams()
-    runtime = runtime or build_runtime()
+    runtime = get_runtime()
     logger = get_run_logger()
     start, end = resolve_window(params.start, params.end, params.window_hours)
     now = max(end, datetime.now(UTC)) if params.end is None else end
@@ -354,7 +354,7 @@ def monitor_flow(
             outcome["retrain_flow_run"] = str(run.id)
             logger.info("retraining requested: flow run %s", run.id)
         else:
-            trained = train_flow(train_params, runtime=runtime)
+            trained = train_flow(train_params)
             outcome["retrain_version"] = trained.version
             outcome["retrain_promoted"] = trained.promoted
     result = MonitorOutcome(**outcome)

@@ -55,6 +55,19 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     return Runtime(settings)
 
 
+_RUNTIMES: dict[str, Runtime] = {}
+
+
+def get_runtime(settings: Settings | None = None) -> Runtime:
+    """The runtime of the current settings, built once per process and reused by every
+    flow run in it (encoders and the Feast store are costly to load)."""
+    settings = settings or get_settings()
+    key = settings.model_dump_json()
+    if key not in _RUNTIMES:
+        _RUNTIMES[key] = build_runtime(settings)
+    return _RUNTIMES[key]
+
+
 def configure_environment(settings: Settings) -> None:
     """Point Prefect and the Hugging Face stack at the data directory and offline mode.
 

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.store import get_training_frame, read_entities
-from flows.runtime import Runtime, build_runtime, resolve_window, window_run_name
+from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
 from flows.train import registered_model_name
 from monitoring.scoring import score_frame, write_prediction_log
 from training.pyfunc import load_pyfunc
@@ -78,9 +78,9 @@ def append_log(runtime: Runtime, log: pd.DataFrame) -> int:
 
 
 @flow(name="score", flow_run_name=window_run_name("score"))
-def score_flow(params: ScoreParams, runtime: Runtime | None = None) -> ScoreOutcome:
+def score_flow(params: ScoreParams) -> ScoreOutcome:
     """Score the rows ingested for the window with the champion into the prediction log."""
-    runtime = runtime or build_runtime()
+    runtime = get_runtime()
     start, end = resolve_window(params.start, params.end, params.window_hours)
     features = load_window_features(runtime, start, end)
     version, model = load_champion(runtime)

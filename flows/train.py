@@ -4,7 +4,7 @@ promotion gate."""
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.store import get_training_frame, read_labels
 from features.validation import ValidationResult, check_batch
-from flows.runtime import Runtime, build_runtime
+from flows.runtime import Runtime, get_runtime
 from monitoring.drift import DriftConfig, fit_drift_reference
 from training.evaluate import EvaluationResult, GateConfig, PromotionDecision, evaluate_model
 from training.registry import (
@@ -43,6 +43,9 @@ class TrainParams(BaseModel):
 
     start: datetime | None = Field(default=None, description="Oldest label used (UTC).")
     end: datetime | None = Field(default=None, description="Labels before this time (UTC).")
+    lookback_days: float | None = Field(
+        default=None, gt=0, description="Without start: train on labels of the last N days."
+    )
     trigger: Literal["scheduled", "drift", "manual"] = Field(default="manual")
     reason: str = Field(default="", description="Why this run happens (drift evidence).")
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -154,11 +157,15 @@ def promote(
 
 
 @flow(name="train", flow_run_name="train ({params.trigger})")
-def train_flow(params: TrainParams | None = None, runtime: Runtime | None = None) -> TrainOutcome:
+def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     """Train on the labelled window, register the version and run the promotion gate."""
     params = params or TrainParams()
-    runtime = runtime or build_runtime()
-    frame = load_training_set(runtime, params.start, params.end)
+    runtime = get_runtime()
+    start, end = params.start, params.end
+    if start is None and params.lookback_days is not None:
+        end = end or datetime.now(UTC)
+        start = end - timedelta(days=params.lookback_days)
+    frame = load_training_set(runtime, start, end)
     gate = validate_training_set(runtime, frame, f"{runtime.config.name}-training-set")
     result = fit(runtime, frame, params, gate)
     evaluation = evaluate(runtime, result)
