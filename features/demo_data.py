@@ -145,6 +145,20 @@ class DemoSources:
         tweets = tweets[tweets.str.len() >= 20].str.strip().drop_duplicates().tolist()
         return cls(reviews=reviews, images=images, image_classes=classes, other_texts=tweets)
 
+    def with_review_pool(self, n_reviews: int | None, seed: int = 0) -> DemoSources:
+        """The same sources drawing from a seeded subset of ``n_reviews`` reviews (fewer
+        distinct texts to embed: the demo's lever for speed). None: all reviews."""
+        if n_reviews is None or n_reviews >= len(self.reviews):
+            return self
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.choice(len(self.reviews), n_reviews, replace=False))
+        return DemoSources(
+            reviews=self.reviews.iloc[keep].reset_index(drop=True),
+            images=self.images,
+            image_classes=self.image_classes,
+            other_texts=self.other_texts,
+        )
+
     @cached_property
     def png(self) -> list[bytes]:
         """PNG bytes of every clean image (encoded once)."""

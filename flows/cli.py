@@ -45,14 +45,16 @@ def _echo(model) -> None:
 
 @app.command()
 def demo(
-    rows: int = typer.Option(20_000, help="Rows of demo history."),
-    days: int = typer.Option(90, help="Days the history spans."),
+    rows: int = typer.Option(12_000, help="Rows of demo history."),
+    days: int = typer.Option(60, help="Days the history spans."),
+    review_pool: int = typer.Option(2_500, help="Distinct reviews drawn from (0: all 4,988)."),
     production_days: int = typer.Option(10, help="Simulated production days."),
     rows_per_day: int = typer.Option(400, help="Orders per production day."),
     scenario: str = typer.Option("image_camera", help="Drift scenario switched on at onset."),
     intensity: float = typer.Option(1.0, help="Drift intensity in [0, 1]."),
     onset_day: int = typer.Option(3, help="First drifted production day."),
-    epochs: int = typer.Option(30, help="Training epochs (early stopping applies)."),
+    epochs: int = typer.Option(15, help="Training epochs (early stopping applies)."),
+    performance_drop: float = typer.Option(0.03, help="Macro-F1 drop that matters."),
 ) -> None:
     """Run the end-to-end demo on embedded defaults (history, training, drift, recovery)."""
     _prepare()
@@ -62,12 +64,14 @@ def demo(
         DemoParams(
             rows=rows,
             days=days,
+            review_pool=review_pool or None,
             production_days=production_days,
             rows_per_day=rows_per_day,
             scenario=scenario,
             intensity=intensity,
             onset_day=onset_day,
             epochs=epochs,
+            performance_drop=performance_drop,
         )
     )
 

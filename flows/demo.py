@@ -29,6 +29,7 @@ from flows.mailbox import local_mailbox
 from flows.monitor import MonitorParams
 from flows.runtime import Runtime, ensure_demo_data, get_runtime
 from flows.train import TrainParams, registered_model_name, train_flow
+from monitoring.policy import PolicyConfig
 from monitoring.reports import plot_drift_history
 from monitoring.scoring import read_prediction_log
 from training.registry import (
@@ -61,14 +62,23 @@ class DemoParams(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    rows: int = Field(default=20_000, ge=1000, description="Rows of demo history.")
-    days: int = Field(default=90, ge=14, description="Days the history spans.")
+    rows: int = Field(default=12_000, ge=1000, description="Rows of demo history.")
+    days: int = Field(default=60, ge=14, description="Days the history spans.")
+    review_pool: int | None = Field(
+        default=2_500,
+        ge=100,
+        description="Distinct reviews the demo draws from (None: all 4,988); fewer texts "
+        "to embed keeps the demo within minutes.",
+    )
     production_days: int = Field(default=10, ge=3, description="Simulated production days.")
     rows_per_day: int = Field(default=400, ge=50, description="Orders per production day.")
     scenario: str = Field(default="image_camera", description=f"One of {', '.join(SCENARIOS)}.")
     intensity: float = Field(default=1.0, ge=0.0, le=1.0)
     onset_day: int = Field(default=3, ge=0, description="First drifted production day.")
-    epochs: int = Field(default=30, ge=1, description="Training epochs (early stopping applies).")
+    epochs: int = Field(default=15, ge=1, description="Training epochs (early stopping applies).")
+    performance_drop: float = Field(
+        default=0.03, gt=0, description="Drop of macro-F1 below the champion's that matters."
+    )
 
 
 @flow(name="demo", flow_run_name="demo: {params.scenario} from day {params.onset_day}")
@@ -80,11 +90,17 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     logger = get_run_logger()
     settings = runtime.settings
     _reset_state(settings.data_dir)
-    history_path = ensure_demo_data(settings, n_rows=params.rows, days=params.days)
+    history_path = ensure_demo_data(
+        settings, n_rows=params.rows, days=params.days, review_pool=params.review_pool
+    )
     history_end = DEMO_START + timedelta(days=params.days)
 
     logger.info("1/4 ingesting %d history rows (embeddings are cached across runs)", params.rows)
-    ingest_flow(IngestParams(start=DEMO_START, end=history_end, raw_path=str(history_path)))
+    ingest_flow(
+        IngestParams(
+            start=DEMO_START, end=history_end, raw_path=str(history_path), materialize_days=2
+        )
+    )
 
     logger.info("2/4 training the first model")
     train = TrainParams(train={"epochs": params.epochs, "show_progress": False})
@@ -109,7 +125,10 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
                     start=start,
                     end=start + timedelta(days=1),
                     raw_path=str(production),
-                    monitor=MonitorParams(retrain_lookback_days=21),
+                    monitor=MonitorParams(
+                        retrain_lookback_days=21,
+                        policy=PolicyConfig(performance_drop=params.performance_drop),
+                    ),
                 )
             )
             m = outcome.monitor
@@ -173,7 +192,7 @@ def _reset_state(data_dir: Path) -> None:
 def _write_production(runtime: Runtime, params: DemoParams, history_end) -> Path:
     """Raw rows of every production day, drifted from ``onset_day`` on (labels included:
     the monitor only reads them a day late)."""
-    sources = DemoSources.load()
+    sources = DemoSources.load().with_review_pool(params.review_pool, runtime.settings.seed)
     frames = []
     next_id = params.rows
     for day in range(params.production_days):

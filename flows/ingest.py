@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +30,12 @@ class IngestParams(BaseModel):
         default=None, description="Window end (exclusive, UTC); default: the current hour."
     )
     window_hours: float = Field(default=1, gt=0, description="Length of a default window.")
+    materialize_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Load only the last N days of the window into the online store "
+        "(a backfill of old history need not be served online); None: the whole window.",
+    )
     raw_path: str | None = Field(
         default=None, description="Raw Parquet/CSV; default: settings.raw_data_path."
     )
@@ -92,7 +98,10 @@ def ingest_flow(params: IngestParams) -> IngestResult:
     features = embed(runtime, raw)
     feature_check = validate(runtime, features, "features", batch)
     rows, n_labels = store_offline(runtime, features, raw)
-    materialize_online(runtime, start, end)
+    online_from = start
+    if params.materialize_days is not None:
+        online_from = max(start, end - timedelta(days=params.materialize_days))
+    materialize_online(runtime, online_from, end)
     result = IngestResult(
         start=start,
         end=end,

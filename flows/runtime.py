@@ -5,6 +5,7 @@ Built on demand by flows and the CLI (never at import time) and passed down.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -123,14 +124,20 @@ def window_run_name(kind: str):
 
 
 def ensure_demo_data(
-    settings: Settings, n_rows: int = 20_000, days: int = 90, seed: int | None = None
+    settings: Settings,
+    n_rows: int = 20_000,
+    days: int = 90,
+    seed: int | None = None,
+    review_pool: int | None = None,
 ) -> Path:
-    """Write the demo history under the data directory unless it is already there."""
+    """Write the demo history under the data directory unless the same one is there."""
+    seed = settings.seed if seed is None else seed
+    recipe = {"rows": n_rows, "days": days, "seed": seed, "review_pool": review_pool}
     path = settings.demo_dir / "raw.parquet"
-    if not path.exists():
-        sources = DemoSources.load()
-        raw, latent = build_demo_dataset(
-            sources, n_rows=n_rows, days=days, seed=settings.seed if seed is None else seed
-        )
+    stamp = settings.demo_dir / "history.json"
+    if not path.exists() or not stamp.exists() or json.loads(stamp.read_text()) != recipe:
+        sources = DemoSources.load().with_review_pool(review_pool, seed)
+        raw, latent = build_demo_dataset(sources, n_rows=n_rows, days=days, seed=seed)
         write_demo_dataset(raw, latent, settings.demo_dir)
+        stamp.write_text(json.dumps(recipe))
     return path
