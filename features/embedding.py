@@ -9,6 +9,7 @@ entity key, timestamp, the tabular columns as given, and for every text or image
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ def embed_frame(
     encoders: Encoders,
     cache_dir: Path | None = None,
     include_label: bool = True,
+    show_progress: bool = False,
 ) -> pd.DataFrame:
     """Turn validated raw rows into a feature frame.
 
@@ -64,6 +66,7 @@ def embed_frame(
         encoders: loaded text and image encoders.
         cache_dir: folder of the content-addressed embedding cache (None: no cache).
         include_label: keep the label column (absent when scoring unlabeled rows).
+        show_progress: show a progress bar per encoder (long backfills).
     """
     columns = [config.entity_key, config.timestamp]
     if include_label and config.label in raw.columns:
@@ -76,7 +79,7 @@ def embed_frame(
         vectors = embed_with_cache(
             keys,
             lambda rows, t=texts: [t[r] for r in rows],
-            encoders.text.encode,
+            partial(encoders.text.encode, show_progress=show_progress),
             cache,
             encoders.text.dim,
         )
@@ -94,7 +97,7 @@ def embed_frame(
         vectors = embed_with_cache(
             keys,
             lambda rows, v=values: [decode_image(v[r], config.image_root) for r in rows],
-            encoders.image.encode,
+            partial(encoders.image.encode, show_progress=show_progress),
             cache,
             encoders.image.dim,
         )

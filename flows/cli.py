@@ -258,6 +258,17 @@ def _next_runs() -> object:
     return {"server": "none (embedded mode)", "declared schedules": declared_schedules()}
 
 
+@app.command()
+def deploy() -> None:
+    """`prefect deploy --all` against PREFECT_API_URL, keeping paused schedules paused."""
+    if not os.environ.get("PREFECT_API_URL"):
+        raise typer.BadParameter("set PREFECT_API_URL to the Prefect server to deploy to")
+    from flows.deployments import deploy_all
+
+    repaused = deploy_all()
+    typer.echo(f"deployed prefect.yaml; {repaused} paused schedule(s) kept paused")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def feast(ctx: typer.Context) -> None:
     """Run the Feast CLI in the feature repository with this installation's settings

@@ -62,7 +62,11 @@ def validate(runtime: Runtime, frame: pd.DataFrame, kind: str, batch: str) -> Va
 @task(timeout_seconds=3600, cache_policy=NO_CACHE)
 def embed(runtime: Runtime, frame: pd.DataFrame) -> pd.DataFrame:
     return embed_frame(
-        frame, runtime.config, runtime.encoders, cache_dir=runtime.settings.embedding_cache_dir
+        frame,
+        runtime.config,
+        runtime.encoders,
+        cache_dir=runtime.settings.embedding_cache_dir,
+        show_progress=len(frame) > 2000,
     )
 
 
