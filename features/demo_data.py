@@ -145,18 +145,22 @@ class DemoSources:
         tweets = tweets[tweets.str.len() >= 20].str.strip().drop_duplicates().tolist()
         return cls(reviews=reviews, images=images, image_classes=classes, other_texts=tweets)
 
-    def with_review_pool(self, n_reviews: int | None, seed: int = 0) -> DemoSources:
-        """The same sources drawing from a seeded subset of ``n_reviews`` reviews (fewer
-        distinct texts to embed: the demo's lever for speed). None: all reviews."""
-        if n_reviews is None or n_reviews >= len(self.reviews):
-            return self
+    def subset(
+        self, n_reviews: int | None = None, n_images: int | None = None, seed: int = 0
+    ) -> DemoSources:
+        """The same sources drawing from seeded subsets of ``n_reviews`` reviews and
+        ``n_images`` photos (fewer distinct items to embed: the demo's and the tests'
+        lever for speed). None keeps everything."""
         rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(len(self.reviews), n_reviews, replace=False))
+        reviews, images, classes = self.reviews, self.images, self.image_classes
+        if n_reviews is not None and n_reviews < len(reviews):
+            keep = np.sort(rng.choice(len(reviews), n_reviews, replace=False))
+            reviews = reviews.iloc[keep].reset_index(drop=True)
+        if n_images is not None and n_images < len(images):
+            keep = np.sort(rng.choice(len(images), n_images, replace=False))
+            images, classes = images[keep], classes[keep]
         return DemoSources(
-            reviews=self.reviews.iloc[keep].reset_index(drop=True),
-            images=self.images,
-            image_classes=self.image_classes,
-            other_texts=self.other_texts,
+            reviews=reviews, images=images, image_classes=classes, other_texts=self.other_texts
         )
 
     @cached_property

@@ -70,6 +70,9 @@ class DemoParams(BaseModel):
         description="Distinct reviews the demo draws from (None: all 4,988); fewer texts "
         "to embed keeps the demo within minutes.",
     )
+    image_pool: int | None = Field(
+        default=4_000, ge=100, description="Distinct photos drawn from (None: all 10,000)."
+    )
     production_days: int = Field(default=10, ge=3, description="Simulated production days.")
     rows_per_day: int = Field(default=400, ge=50, description="Orders per production day.")
     scenario: str = Field(default="image_camera", description=f"One of {', '.join(SCENARIOS)}.")
@@ -91,7 +94,11 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     settings = runtime.settings
     _reset_state(settings.data_dir)
     history_path = ensure_demo_data(
-        settings, n_rows=params.rows, days=params.days, review_pool=params.review_pool
+        settings,
+        n_rows=params.rows,
+        days=params.days,
+        review_pool=params.review_pool,
+        image_pool=params.image_pool,
     )
     history_end = DEMO_START + timedelta(days=params.days)
 
@@ -192,7 +199,9 @@ def _reset_state(data_dir: Path) -> None:
 def _write_production(runtime: Runtime, params: DemoParams, history_end) -> Path:
     """Raw rows of every production day, drifted from ``onset_day`` on (labels included:
     the monitor only reads them a day late)."""
-    sources = DemoSources.load().with_review_pool(params.review_pool, runtime.settings.seed)
+    sources = DemoSources.load().subset(
+        params.review_pool, params.image_pool, runtime.settings.seed
+    )
     frames = []
     next_id = params.rows
     for day in range(params.production_days):

@@ -66,7 +66,10 @@ class MonitorParams(BaseModel):
         default=30, gt=0, description="Labels a drift-triggered retraining trains on."
     )
     renotify_hours: float = Field(
-        default=24, gt=0, description="Repeat an alert for the same ongoing drift after this."
+        default=72,
+        gt=0,
+        description="Repeat an alert for the same ongoing drift after this (a daily monitor "
+        "reminds every third day, not every run).",
     )
     report: bool = Field(default=True, description="Build the Evidently HTML report.")
 

@@ -129,14 +129,21 @@ def ensure_demo_data(
     days: int = 90,
     seed: int | None = None,
     review_pool: int | None = None,
+    image_pool: int | None = None,
 ) -> Path:
     """Write the demo history under the data directory unless the same one is there."""
     seed = settings.seed if seed is None else seed
-    recipe = {"rows": n_rows, "days": days, "seed": seed, "review_pool": review_pool}
+    recipe = {
+        "rows": n_rows,
+        "days": days,
+        "seed": seed,
+        "reviews": review_pool,
+        "images": image_pool,
+    }
     path = settings.demo_dir / "raw.parquet"
     stamp = settings.demo_dir / "history.json"
     if not path.exists() or not stamp.exists() or json.loads(stamp.read_text()) != recipe:
-        sources = DemoSources.load().with_review_pool(review_pool, seed)
+        sources = DemoSources.load().subset(review_pool, image_pool, seed)
         raw, latent = build_demo_dataset(sources, n_rows=n_rows, days=days, seed=seed)
         write_demo_dataset(raw, latent, settings.demo_dir)
         stamp.write_text(json.dumps(recipe))

@@ -38,7 +38,7 @@ def pipeline(tmp_path_factory):
 
         runtime = get_runtime()
         history = ensure_demo_data(
-            runtime.settings, n_rows=2400, days=HISTORY_DAYS, review_pool=300
+            runtime.settings, n_rows=2400, days=HISTORY_DAYS, review_pool=300, image_pool=600
         )
         ingested = ingest_flow(
             IngestParams(start=DEMO_START, end=HISTORY_END, raw_path=str(history))
@@ -49,7 +49,7 @@ def pipeline(tmp_path_factory):
             "data_dir": data_dir,
             "ingested": ingested,
             "first": first,
-            "sources": DemoSources.load().with_review_pool(300, runtime.settings.seed),
+            "sources": DemoSources.load().subset(300, 600, runtime.settings.seed),
         }
     for key, value in saved.items():
         if value is None:

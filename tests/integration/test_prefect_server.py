@@ -53,7 +53,9 @@ def server(tmp_path_factory):
     }
     process = subprocess.Popen(
         [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -68,7 +70,10 @@ def server(tmp_path_factory):
         pytest.fail("Prefect server did not start within 120 s")
     subprocess.run(
         [str(PREFECT), "work-pool", "create", "mmops-process", "--type", "process"],
-        env=env, check=True, capture_output=True, timeout=120,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -178,14 +183,22 @@ def test_a_drifted_monitor_run_creates_a_retrain_flow_run(server, tmp_path, monk
         deploy_all(REPO, extra_env=server["env"])
     monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
     runtime = get_runtime()
-    history = ensure_demo_data(runtime.settings, n_rows=1500, days=12, review_pool=200)
+    history = ensure_demo_data(
+        runtime.settings, n_rows=1500, days=12, review_pool=200, image_pool=500
+    )
     history_end = DEMO_START + timedelta(days=12)
     ingest_flow(IngestParams(start=DEMO_START, end=history_end, raw_path=str(history)))
     train_flow(TrainParams(train={"epochs": 4, "show_progress": False, "patience": 2}))
 
-    sources = DemoSources.load().with_review_pool(200, runtime.settings.seed)
+    sources = DemoSources.load().subset(200, 500, runtime.settings.seed)
     raw, _ = simulate_window(
-        sources, "concept", 1.0, 400, history_end, history_end + timedelta(days=1), seed=9,
+        sources,
+        "concept",
+        1.0,
+        400,
+        history_end,
+        history_end + timedelta(days=1),
+        seed=9,
         first_id=50_000,
     )
     path = tmp_path / "production.parquet"
@@ -193,7 +206,9 @@ def test_a_drifted_monitor_run_creates_a_retrain_flow_run(server, tmp_path, monk
     policy = PolicyConfig(concept_persistence_k=1, concept_persistence_n=1, min_labeled_rows=50)
     outcome = cycle_flow(
         CycleParams(
-            start=history_end, end=history_end + timedelta(days=1), raw_path=str(path),
+            start=history_end,
+            end=history_end + timedelta(days=1),
+            raw_path=str(path),
             monitor=MonitorParams(label_lag_hours=0, policy=policy, send_email=False),
         )
     ).monitor

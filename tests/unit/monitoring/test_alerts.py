@@ -344,7 +344,12 @@ def test_same_ongoing_drift_is_mailed_once():
 
 
 def test_a_new_issue_in_the_episode_is_mailed_but_flicker_is_not():
-    flicker = [decision(), decision(fingerprint="image+text"), decision(), decision(fingerprint="image")]
+    flicker = [
+        decision(),
+        decision(fingerprint="image+text"),
+        decision(),
+        decision(fingerprint="image"),
+    ]
     sent, state = run_alerts(flicker)
     assert sent == [True, True, False, False]
     assert state.fingerprint == "image+text"
