@@ -39,8 +39,9 @@ FAST = TrainConfig(
     show_progress=False,
 )
 GATE = GateConfig(max_ece=0.25, min_slice_rows=20)
-# Long enough to outlast a server restart (about 10 s here): 0.5+1+2+4+4+4+4 s of waits.
-RESTART_RETRY = RetryConfig(attempts=8, initial_delay_s=0.5, backoff=2.0, max_delay_s=4.0)
+# Outlasts a server restart (10 s on an idle 2-core machine, over 20 s on a busy one):
+# up to 0.5+1+2+4+5*9 = 52.5 s of waits.
+RESTART_RETRY = RetryConfig(attempts=14, initial_delay_s=0.5, backoff=2.0, max_delay_s=5.0)
 
 
 def _status(url: str, user: str | None = None, password: str | None = None) -> int:
