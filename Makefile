@@ -39,6 +39,9 @@ test: setup services
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
+test-prod: setup services
+	$(BIN)/python -m pytest -q -m prod
+
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 

@@ -8,8 +8,8 @@
 | tabular_price_inflation  | price inflation                         | every price x (1 + 0.5 intensity)   |
 | tabular_channel_mix      | a new channel mix                       | orders move to the partner channel  |
 | label_prior              | label-prior shift                       | share of 'yes' falls                |
-| concept                  | concept drift                           | the label recipe's image effect     |
-|                          |                                         | flips; inputs unchanged             |
+| concept                  | concept drift                           | the recipe's image and price        |
+|                          |                                         | effects flip; inputs unchanged      |
 | benign                   | drift in a column the model doesn't use | warehouse_load rises                |
 
 The demo, the tests and the benchmarks generate drifted rows with :func:`simulate_window`.
@@ -84,8 +84,11 @@ def scenario_shift(name: str, intensity: float = 1.0) -> GenerationShift:
         return GenerationShift(positive_rate=BASE_POSITIVE_RATE - 0.4 * x)
     if name == "concept":
         base = LabelRecipe()
+        flip = 1 - 2 * x  # customers turn: the image and price effects reverse
         return GenerationShift(
-            recipe=base.model_copy(update={"w_image": base.w_image * (1 - 2 * x)})
+            recipe=base.model_copy(
+                update={"w_image": base.w_image * flip, "w_price": base.w_price * flip}
+            )
         )
     if name == "benign":
         return GenerationShift(warehouse_load_shift=0.3 * x)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -143,10 +144,13 @@ def test_concept_drift_retrains_directly_without_a_server_and_alerts_by_email(pi
             received.append(envelope.content)
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=0)
+    with socket.socket() as probe:  # aiosmtpd needs a concrete port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        os.environ["MMOPS_SMTP__PORT"] = str(controller.server.sockets[0].getsockname()[1])
+        os.environ["MMOPS_SMTP__PORT"] = str(port)
         path, start = _production_day(pipeline, 1, "concept", rows=400)
         policy = PolicyConfig(concept_persistence_k=1, concept_persistence_n=1, min_labeled_rows=50)
         outcome = cycle_flow(
@@ -164,7 +168,7 @@ def test_concept_drift_retrains_directly_without_a_server_and_alerts_by_email(pi
     finally:
         controller.stop()
         os.environ.pop("MMOPS_SMTP__PORT", None)
-    assert outcome.action == "retrain", outcome.reasons
+    assert outcome.action == "retrain", (outcome.reasons, outcome.realized_accuracy)
     assert outcome.realized_accuracy is not None
     assert any("concept" in r or "realized" in r for r in outcome.reasons)
     assert outcome.retrain_version is not None

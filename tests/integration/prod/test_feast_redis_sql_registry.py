@@ -23,7 +23,7 @@ from flows.settings import get_settings
 from tests.integration.prod.conftest import unique
 from tests.unit.training.synthetic import synthetic_config, synthetic_frame
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.prod]
 
 
 def _offline_rows(feast_dir) -> dict[str, int]:

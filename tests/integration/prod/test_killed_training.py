@@ -15,7 +15,7 @@ import pytest
 from tests.integration.prod.conftest import unique
 from training.registry import CHAMPION, LINEAGE_TAG, alias_history, connect, current_champion
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.prod]
 REPO = Path(__file__).resolve().parents[3]
 
 

@@ -28,7 +28,7 @@ from training.registry import (
 )
 from training.train import TrainConfig, train_model
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.prod]
 
 FAST = TrainConfig(
     epochs=12,
