@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from features.demo_data import DEMO_START, DemoSources, demo_dataset_config
-from features.drift_sim import HARMFUL, SCENARIOS, simulate_window
+from features.drift_sim import HARMFUL, SCENARIOS, scenario_shift, simulate_window
 from features.schema import DatasetConfig
 from monitoring.drift import DriftConfig, DriftReference, compute_drift, fit_drift_reference
 from monitoring.estimate import estimate_performance
@@ -95,7 +95,13 @@ class PoolSettings:
     seed: int = 0
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        # The scenario knobs are part of the key: a changed simulator builds new pools.
+        knobs = {
+            f"{s}@{i}": scenario_shift(s, i).model_dump(mode="json")
+            for s in SCENARIOS
+            for i in self.intensities
+        }
+        text = json.dumps({"settings": asdict(self), "scenarios": knobs}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
