@@ -156,6 +156,33 @@ def write_labels(frame: pd.DataFrame, config: DatasetConfig, labels_dir: Path) -
     return merge_day_files(table, Path(labels_dir), config.entity_key, config.timestamp)
 
 
+def read_day_files(
+    folder: Path,
+    entity_key: str,
+    timestamp: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of the day files in ``folder`` stamped in ``[start, end)`` (unbounded when
+    None), sorted by time then entity; only the day files that can hold them are read."""
+    files = sorted(Path(folder).glob("*.parquet"))
+    if start is not None:
+        files = [f for f in files if f.stem >= f"{pd.Timestamp(start):%Y-%m-%d}"]
+    if end is not None:
+        files = [f for f in files if f.stem <= f"{pd.Timestamp(end):%Y-%m-%d}"]
+    if not files:
+        return pd.DataFrame(columns=columns or [entity_key, timestamp])
+    frame = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+    stamps = frame[timestamp]
+    mask = np.ones(len(frame), dtype=bool)
+    if start is not None:
+        mask &= (stamps >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        mask &= (stamps < pd.Timestamp(end)).to_numpy()
+    return frame[mask].sort_values([timestamp, entity_key]).reset_index(drop=True)
+
+
 def read_labels(
     config: DatasetConfig,
     labels_dir: Path,
@@ -163,18 +190,8 @@ def read_labels(
     end: datetime | None = None,
 ) -> pd.DataFrame:
     """Labels stamped in ``[start, end)`` (all when unbounded), sorted by time."""
-    files = sorted(Path(labels_dir).glob("*.parquet"))
     columns = [config.entity_key, config.timestamp, config.label]
-    if not files:
-        return pd.DataFrame(columns=columns)
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    stamps = frame[config.timestamp]
-    mask = np.ones(len(frame), dtype=bool)
-    if start is not None:
-        mask &= (stamps >= pd.Timestamp(start)).to_numpy()
-    if end is not None:
-        mask &= (stamps < pd.Timestamp(end)).to_numpy()
-    return frame[mask].sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
+    return read_day_files(labels_dir, config.entity_key, config.timestamp, start, end, columns)
 
 
 def read_entities(
@@ -183,14 +200,7 @@ def read_entities(
     """Entity keys and timestamps of the rows ingested for ``[start, end)`` (scoring input)."""
     folder = offline_dir(feast_dir) / view_name(config, active_view_kinds(config)[0])
     keys = [config.entity_key, config.timestamp]
-    first, last = f"{pd.Timestamp(start):%Y-%m-%d}", f"{pd.Timestamp(end):%Y-%m-%d}"
-    files = [f for f in sorted(folder.glob("*.parquet")) if first <= f.stem <= last]
-    if not files:
-        return pd.DataFrame(columns=keys)
-    frame = pd.concat([pd.read_parquet(f, columns=keys) for f in files], ignore_index=True)
-    stamps = frame[config.timestamp]
-    frame = frame[(stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))]
-    return frame.sort_values(keys[::-1]).reset_index(drop=True)
+    return read_day_files(folder, config.entity_key, config.timestamp, start, end, keys)
 
 
 def materialize(store: FeatureStore, start: datetime, end: datetime) -> None:

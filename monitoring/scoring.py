@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.schema import DatasetConfig
-from features.store import merge_day_files
+from features.store import merge_day_files, read_day_files
 
 PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
@@ -101,21 +101,9 @@ def read_prediction_log(
     end: datetime | None = None,
 ) -> pd.DataFrame:
     """Prediction-log rows stamped in ``[start, end)``, in time order."""
-    files = sorted(Path(directory).glob("*.parquet"))
-    if start is not None:
-        files = [f for f in files if f.stem >= f"{pd.Timestamp(start):%Y-%m-%d}"]
-    if end is not None:
-        files = [f for f in files if f.stem <= f"{pd.Timestamp(end):%Y-%m-%d}"]
-    if not files:
+    frame = read_day_files(directory, config.entity_key, config.timestamp, start, end)
+    if frame.empty:
         return pd.DataFrame()
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    stamps = frame[config.timestamp]
-    mask = np.ones(len(frame), dtype=bool)
-    if start is not None:
-        mask &= (stamps >= pd.Timestamp(start)).to_numpy()
-    if end is not None:
-        mask &= (stamps < pd.Timestamp(end)).to_numpy()
-    frame = frame[mask].sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
     for column in frame.columns:
         if column.endswith("_emb"):
             frame[column] = [np.asarray(v, dtype=np.float32) for v in frame[column]]
