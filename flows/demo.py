@@ -36,7 +36,6 @@ from training.registry import (
     alias_history,
     connect,
     current_champion,
-    default_artifact_location,
     ensure_experiment,
 )
 
@@ -265,9 +264,7 @@ def _plot(runtime: Runtime, table: pd.DataFrame, params: DemoParams, history_end
 
 def _log_demo_run(runtime: Runtime, table: pd.DataFrame, plot: Path, params: DemoParams) -> None:
     client = connect(runtime.settings.tracking_uri)
-    experiment = ensure_experiment(
-        client, f"{runtime.config.name}-demo", default_artifact_location(runtime.settings.data_dir)
-    )
+    experiment = ensure_experiment(client, f"{runtime.config.name}-demo", runtime.artifact_location)
     mlflow.set_tracking_uri(runtime.settings.tracking_uri)
     with mlflow.start_run(experiment_id=experiment, run_name=f"demo {params.scenario}"):
         mlflow.log_params(params.model_dump())

@@ -38,7 +38,6 @@ from training.registry import (
     REFERENCE_ARTIFACT,
     connect,
     current_champion,
-    default_artifact_location,
 )
 
 RETRAIN_DEPLOYMENT = "train/train-weekly"
@@ -225,7 +224,7 @@ def report(
         decision,
         tags={"mmops.flow_run": str(flow_run.get_id() or "")},
         model_version=champion.version,
-        artifact_location=default_artifact_location(runtime.settings.data_dir),
+        artifact_location=runtime.artifact_location,
     )
     return built, run_id
 

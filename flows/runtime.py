@@ -19,6 +19,7 @@ from features.schema import DatasetConfig, load_dataset_config
 from features.store import prepare_store
 from flows.profiles import client_environment, feast_stores
 from flows.settings import Settings, get_settings
+from training.registry import default_artifact_location
 
 
 @dataclass
@@ -37,6 +38,15 @@ class Runtime:
     @cached_property
     def encoders(self) -> Encoders:
         return Encoders.load(self.config)
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Where new MLflow experiments keep artifacts: a folder under the data directory
+        (embedded), or the tracking server's own artifact store (prod: None, so that
+        artifacts go through the server and its authentication)."""
+        if self.settings.profile == "prod":
+            return None
+        return default_artifact_location(self.settings.data_dir)
 
     @property
     def ingest_paths(self) -> IngestPaths:

@@ -23,7 +23,6 @@ from training.registry import (
     REFERENCE_ARTIFACT,
     RunRecord,
     connect,
-    default_artifact_location,
     ensure_experiment,
     git_commit,
     log_training_run,
@@ -114,7 +113,7 @@ def log_and_register(
     experiment = ensure_experiment(
         client,
         TRAINING_EXPERIMENT.format(name=runtime.config.name),
-        default_artifact_location(runtime.settings.data_dir),
+        runtime.artifact_location,
     )
     record = log_training_run(
         client,

@@ -1,0 +1,116 @@
+"""The whole cycle on the prod profile's real services: Feast with its registry in
+PostgreSQL and its online store on Redis, MLflow behind its tracking server (basic auth,
+PostgreSQL backend): ingest, train, register, score, monitor, drift-triggered retrain."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.prod]
+
+
+def test_whole_cycle_on_real_services(
+    postgres,
+    databases,
+    redis_instance,
+    mlflow_server,
+    pipeline_credentials,
+    tmp_path,
+    monkeypatch,
+):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from features.demo_data import DEMO_START, DemoSources
+    from features.drift_sim import simulate_window
+    from features.store import get_online_frame, read_entities
+    from flows.cycle import CycleParams, cycle_flow
+    from flows.ingest import IngestParams, ingest_flow
+    from flows.monitor import MonitorParams
+    from flows.runtime import ensure_demo_data, get_runtime
+    from flows.train import TrainParams, registered_model_name, train_flow
+    from monitoring.policy import PolicyConfig
+    from training.registry import alias_history, connect, current_champion
+
+    server = mlflow_server.settings.mlflow_server
+    env = {
+        "MMOPS_PROFILE": "prod",
+        "MMOPS_DATA_DIR": str(tmp_path),
+        "MMOPS_POSTGRES__HOST": postgres.host,
+        "MMOPS_POSTGRES__PORT": str(postgres.port),
+        "MMOPS_POSTGRES__USER": postgres.user,
+        "MMOPS_POSTGRES__FEAST_DATABASE": databases("mmops_t_feast"),
+        "MMOPS_REDIS__PORT": str(redis_instance.port),
+        "MMOPS_MLFLOW_SERVER__URL": server.url,
+        "MMOPS_MLFLOW_SERVER__USERNAME": server.username,
+        "MMOPS_MLFLOW_SERVER__PASSWORD": server.password.get_secret_value(),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+
+    with prefect_test_harness(server_startup_timeout=120):
+        runtime = get_runtime()
+        assert runtime.settings.tracking_uri == server.url
+        history = ensure_demo_data(
+            runtime.settings, n_rows=1500, days=12, review_pool=200, image_pool=500
+        )
+        history_end = DEMO_START + timedelta(days=12)
+        ingest_flow(
+            IngestParams(
+                start=DEMO_START, end=history_end, raw_path=str(history), materialize_days=1
+            )
+        )
+        assert redis_instance.dbsize() > 0  # the last history day is online, in Redis
+        first = train_flow(TrainParams(train={"epochs": 4, "show_progress": False}))
+        assert first.promoted, first.reason
+
+        sources = DemoSources.load().subset(200, 500, runtime.settings.seed)
+        raw, _ = simulate_window(
+            sources,
+            "concept",
+            1.0,
+            400,
+            history_end,
+            history_end + timedelta(days=1),
+            seed=3,
+            first_id=60_000,
+        )
+        path = tmp_path / "production.parquet"
+        raw.to_parquet(path, index=False)
+        policy = PolicyConfig(concept_persistence_k=1, concept_persistence_n=1, min_labeled_rows=50)
+        outcome = cycle_flow(
+            CycleParams(
+                start=history_end,
+                end=history_end + timedelta(days=1),
+                raw_path=str(path),
+                monitor=MonitorParams(label_lag_hours=0, policy=policy, send_email=False),
+            )
+        )
+
+    # Scored and served from the real stores.
+    assert outcome.score.n_rows == 400
+    ids = read_entities(
+        runtime.config, runtime.settings.feast_dir, history_end, history_end + timedelta(days=1)
+    )[runtime.config.entity_key].head(5)
+    online = get_online_frame(runtime.store, runtime.config, ids.tolist())
+    assert online["price"].notna().all()
+    # Drift-triggered retraining went through the MLflow server, with a consistent alias.
+    monitored = outcome.monitor
+    assert monitored.action == "retrain", monitored.reasons
+    assert monitored.retrain_version == "2"
+    client = connect(server.url)
+    name = registered_model_name(runtime)
+    champion = current_champion(client, name)
+    assert champion == ("2" if monitored.retrain_promoted else "1")
+    promotions = [e for e in alias_history(client, name) if e.action == "promote"]
+    assert [e.version for e in promotions][-1] == champion
+    runs = client.search_runs(
+        [client.get_experiment_by_name(f"{runtime.config.name}-training").experiment_id]
+    )
+    assert sorted(r.data.tags["mmops.trigger"] for r in runs) == ["drift", "manual"]
+    # Artifacts went through the server (no file:// location on the client's disk).
+    assert not client.get_experiment_by_name(
+        f"{runtime.config.name}-training"
+    ).artifact_location.startswith("file:")
