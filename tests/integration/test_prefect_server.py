@@ -82,6 +82,13 @@ def server(tmp_path_factory):
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield {"url": url, "env": env}
+        # Flush events and logs to this server while it is up: a worker left holding
+        # them for a stopped server would hang the next test harness's drain.
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        EventsWorker.drain_all(timeout=60)
+        APILogWorker.drain_all(timeout=60)
     finally:
         if saved is None:
             os.environ.pop("PREFECT_API_URL", None)
