@@ -59,10 +59,10 @@ def _write_user_data(folder: Path, n: int = 30) -> Path:
     return csv
 
 
-def test_a_users_csv_and_image_folder_flow_through_ingestion(tmp_path):
-    csv = _write_user_data(tmp_path)
+def _ingest(tmp_path: Path):
+    """Read the user's CSV with their config and ingest the day; returns what a test needs."""
     config = load_dataset_config(tmp_path / "dataset.yaml")
-    raw = read_raw(csv, config)
+    raw = read_raw(tmp_path / "reviews.csv", config)
     paths = IngestPaths(
         feast_dir=tmp_path / "feast",
         labels_dir=tmp_path / "labels",
@@ -71,8 +71,14 @@ def test_a_users_csv_and_image_folder_flow_through_ingestion(tmp_path):
     )
     store = prepare_store(config, paths.feast_dir)
     start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
-    result = ingest_window(raw, config, store, Encoders.load(config), paths, start, end)
-    assert result.n_rows == 30
+    ingest = lambda: ingest_window(raw, config, store, Encoders.load(config), paths, start, end)  # noqa: E731
+    return config, paths, store, ingest
+
+
+def test_a_users_csv_and_image_folder_flow_through_ingestion(tmp_path):
+    _write_user_data(tmp_path)
+    config, paths, store, ingest = _ingest(tmp_path)
+    assert ingest().n_rows == 30
 
     training = get_training_frame(store, config, read_labels(config, paths.labels_dir))
     assert len(training) == 30
@@ -84,20 +90,11 @@ def test_a_users_csv_and_image_folder_flow_through_ingestion(tmp_path):
 
 
 def test_a_missing_image_file_in_the_users_data_is_quarantined(tmp_path):
-    csv = _write_user_data(tmp_path)
+    _write_user_data(tmp_path)
     (tmp_path / "images" / "kettles" / "3.jpg").unlink()
-    config = load_dataset_config(tmp_path / "dataset.yaml")
-    raw = read_raw(csv, config)
-    paths = IngestPaths(
-        feast_dir=tmp_path / "feast",
-        labels_dir=tmp_path / "labels",
-        quarantine_dir=tmp_path / "quarantine",
-        embedding_cache_dir=tmp_path / "cache",
-    )
-    store = prepare_store(config, paths.feast_dir)
-    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+    config, paths, _, ingest = _ingest(tmp_path)
     with pytest.raises(DataQualityError, match="photo"):
-        ingest_window(raw, config, store, Encoders.load(config), paths, start, end)
+        ingest()
     quarantined = list((tmp_path / "quarantine").glob("*/batch.parquet"))
     assert len(quarantined) == 1
     assert not (tmp_path / "feast" / "offline").exists()
