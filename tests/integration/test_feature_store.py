@@ -68,7 +68,7 @@ def test_ingesting_a_window_twice_leaves_no_duplicates(raw_rows, demo_config, en
     assert len(training) == len(raw_rows)
     merged = training.merge(raw_rows, on=demo_config.entity_key, suffixes=("", "_raw"))
     assert np.allclose(merged["price"], merged["price_raw"])
-    assert (merged["review_present"] == merged["review_raw"].notna()).all()
+    assert (merged["review_present"] == merged["review"].notna()).all()
     assert training["review_emb"].map(len).eq(384).all()
 
     # The online store was materialised with the latest values.
