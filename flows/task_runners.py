@@ -71,3 +71,31 @@ def compute_drift_windows(
         return [f.result() for f in futures]
 
     return drift_windows()
+
+
+@task(cache_policy=NO_CACHE)
+def embed_chunk(raw: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Embed one chunk of raw rows with the worker's encoders (loaded once per worker)."""
+    from features.embedding import embed_frame
+    from flows.runtime import get_runtime
+
+    runtime = get_runtime(settings)
+    return embed_frame(raw, runtime.config, runtime.encoders, cache_dir=None)
+
+
+def embed_in_chunks(raw: pd.DataFrame, settings: Settings, chunk_rows: int = 500) -> pd.DataFrame:
+    """Embed raw rows in chunks on the configured task runner (a backfill on a cluster).
+
+    The local embedding cache is a file of this machine, so chunks on workers embed
+    without it; the rows come back in their input order.
+    """
+
+    @flow(name="embed-chunks", task_runner=build_task_runner(settings), log_prints=False)
+    def embed_chunks() -> pd.DataFrame:
+        futures = [
+            embed_chunk.submit(raw.iloc[start : start + chunk_rows], settings)
+            for start in range(0, len(raw), chunk_rows)
+        ]
+        return pd.concat([f.result() for f in futures], ignore_index=True)
+
+    return embed_chunks()

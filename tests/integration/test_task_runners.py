@@ -3,6 +3,8 @@ thread pool: the same results."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from flows.settings import get_settings
@@ -36,3 +38,30 @@ def test_dask_runner_gives_the_default_runners_results(tmp_path):
 
     assert [r.model_dump() for r in on_dask] == [r.model_dump() for r in on_threads]
     assert [r.any_drift for r in on_dask] == [False, False, False, True]
+
+
+def test_embedding_on_dask_matches_the_default_runner(tmp_path, demo_sources):
+    pytest.importorskip("prefect_dask")
+    import numpy as np
+    from prefect.testing.utilities import prefect_test_harness
+
+    from features.demo_data import DEMO_START, generate_rows
+    from flows.task_runners import embed_in_chunks
+
+    raw, _ = generate_rows(
+        demo_sources.subset(40, 40), 60, DEMO_START, DEMO_START + timedelta(days=1), seed=1
+    )
+    default = get_settings(data_dir=tmp_path)
+    dask = get_settings(data_dir=tmp_path, task_runner="dask")
+    with prefect_test_harness(server_startup_timeout=120):
+        on_threads = embed_in_chunks(raw, default, chunk_rows=25)
+        on_dask = embed_in_chunks(raw, dask, chunk_rows=25)
+    assert on_dask["order_id"].tolist() == raw["order_id"].tolist()
+    for column in ("review_emb", "photo_emb"):
+        np.testing.assert_allclose(
+            np.stack(on_dask[column]), np.stack(on_threads[column]), atol=1e-5
+        )
+        assert (
+            on_dask[column.replace("_emb", "_present")]
+            == on_threads[column.replace("_emb", "_present")]
+        ).all()
