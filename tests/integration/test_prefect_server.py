@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -176,48 +175,22 @@ def test_a_drifted_monitor_run_creates_a_retrain_flow_run(server, tmp_path, monk
     the drift evidence; it does not train in-process."""
     from prefect.client.orchestration import get_client
 
-    from features.demo_data import DEMO_START, DemoSources
-    from features.drift_sim import simulate_window
-    from flows.cycle import CycleParams, cycle_flow
     from flows.deployments import deploy_all
-    from flows.ingest import IngestParams, ingest_flow
-    from flows.monitor import MonitorParams
-    from flows.runtime import ensure_demo_data, get_runtime
-    from flows.train import TrainParams, train_flow
-    from monitoring.policy import PolicyConfig
+    from flows.runtime import get_runtime
+    from tests.integration.pipeline import build_small_pipeline, concept_drift_cycle
 
     if "train-weekly" not in _deployments():
         deploy_all(REPO, extra_env=server["env"])
     monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
     runtime = get_runtime()
-    history = ensure_demo_data(
-        runtime.settings, n_rows=1500, days=12, review_pool=200, image_pool=500
-    )
-    history_end = DEMO_START + timedelta(days=12)
-    ingest_flow(IngestParams(start=DEMO_START, end=history_end, raw_path=str(history)))
-    train_flow(TrainParams(train={"epochs": 4, "show_progress": False, "patience": 2}))
-
-    sources = DemoSources.load().subset(200, 500, runtime.settings.seed)
-    raw, _ = simulate_window(
-        sources,
-        "concept",
-        1.0,
-        400,
+    history_end, _ = build_small_pipeline(runtime)
+    outcome = concept_drift_cycle(
+        runtime,
         history_end,
-        history_end + timedelta(days=1),
+        tmp_path / "production.parquet",
         seed=9,
         first_id=50_000,
-    )
-    path = tmp_path / "production.parquet"
-    raw.to_parquet(path, index=False)
-    policy = PolicyConfig(concept_persistence_k=1, concept_persistence_n=1, min_labeled_rows=50)
-    outcome = cycle_flow(
-        CycleParams(
-            start=history_end,
-            end=history_end + timedelta(days=1),
-            raw_path=str(path),
-            monitor=MonitorParams(label_lag_hours=0, policy=policy, send_email=False),
-        )
+        send_email=False,
     ).monitor
     assert outcome.action == "retrain", outcome.reasons
     assert outcome.retrain_flow_run is not None and outcome.retrain_version is None

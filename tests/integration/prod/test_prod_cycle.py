@@ -22,15 +22,10 @@ def test_whole_cycle_on_real_services(
 ):
     from prefect.testing.utilities import prefect_test_harness
 
-    from features.demo_data import DEMO_START, DemoSources
-    from features.drift_sim import simulate_window
     from features.store import get_online_frame, read_entities
-    from flows.cycle import CycleParams, cycle_flow
-    from flows.ingest import IngestParams, ingest_flow
-    from flows.monitor import MonitorParams
-    from flows.runtime import ensure_demo_data, get_runtime
-    from flows.train import TrainParams, registered_model_name, train_flow
-    from monitoring.policy import PolicyConfig
+    from flows.runtime import get_runtime
+    from flows.train import registered_model_name
+    from tests.integration.pipeline import build_small_pipeline, concept_drift_cycle
     from training.registry import alias_history, connect, current_champion
 
     server = mlflow_server.settings.mlflow_server
@@ -53,40 +48,16 @@ def test_whole_cycle_on_real_services(
     with prefect_test_harness(server_startup_timeout=120):
         runtime = get_runtime()
         assert runtime.settings.tracking_uri == server.url
-        history = ensure_demo_data(
-            runtime.settings, n_rows=1500, days=12, review_pool=200, image_pool=500
-        )
-        history_end = DEMO_START + timedelta(days=12)
-        ingest_flow(
-            IngestParams(
-                start=DEMO_START, end=history_end, raw_path=str(history), materialize_days=1
-            )
-        )
+        history_end, first = build_small_pipeline(runtime, materialize_days=1)
         assert redis_instance.dbsize() > 0  # the last history day is online, in Redis
-        first = train_flow(TrainParams(train={"epochs": 4, "show_progress": False}))
         assert first.promoted, first.reason
-
-        sources = DemoSources.load().subset(200, 500, runtime.settings.seed)
-        raw, _ = simulate_window(
-            sources,
-            "concept",
-            1.0,
-            400,
+        outcome = concept_drift_cycle(
+            runtime,
             history_end,
-            history_end + timedelta(days=1),
+            tmp_path / "production.parquet",
             seed=3,
             first_id=60_000,
-        )
-        path = tmp_path / "production.parquet"
-        raw.to_parquet(path, index=False)
-        policy = PolicyConfig(concept_persistence_k=1, concept_persistence_n=1, min_labeled_rows=50)
-        outcome = cycle_flow(
-            CycleParams(
-                start=history_end,
-                end=history_end + timedelta(days=1),
-                raw_path=str(path),
-                monitor=MonitorParams(label_lag_hours=0, policy=policy, send_email=False),
-            )
+            send_email=False,
         )
 
     # Scored and served from the real stores.
