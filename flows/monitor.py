@@ -32,7 +32,14 @@ from monitoring.alerts import (
 from monitoring.drift import DriftConfig, DriftReference, DriftResult, compute_drift
 from monitoring.estimate import PerformanceEstimate, estimate_performance, realized_performance
 from monitoring.policy import Decision, PolicyConfig, PolicyState, decide
-from monitoring.reports import WindowReport, build_window_report, log_window_report
+from monitoring.reports import (
+    WindowReport,
+    build_window_report,
+    drift_history_row,
+    history_frame,
+    log_window_report,
+    plot_drift_history,
+)
 from monitoring.scoring import join_labels, proba_columns, read_prediction_log
 from training.registry import (
     REFERENCE_ARTIFACT,
@@ -229,6 +236,29 @@ def report(
     return built, run_id
 
 
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def record_history(
+    runtime: Runtime,
+    drift: DriftResult,
+    estimated: PerformanceEstimate,
+    decision: Decision,
+    run_id: str,
+) -> Path:
+    """Append the window to the drift history and log the drift-over-time plot with it."""
+    path = runtime.settings.state_dir / "drift_history.parquet"
+    rows = pd.read_parquet(path).to_dict("records") if path.exists() else []
+    rows = [r for r in rows if pd.Timestamp(r["window_start"]) != pd.Timestamp(drift.window_start)]
+    history = history_frame([*rows, drift_history_row(drift, estimated, decision)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    history.to_parquet(path, index=False)
+    retrains = history.loc[history["action"] == "retrain", "window_start"].tolist()
+    plot = plot_drift_history(
+        history, runtime.settings.reports_dir / "drift_history.png", retrains=retrains
+    )
+    connect(runtime.settings.tracking_uri).log_artifact(run_id, str(plot), "history")
+    return plot
+
+
 @task(cache_policy=NO_CACHE)
 def alert(
     runtime: Runtime,
@@ -314,6 +344,7 @@ def monitor_flow(
     estimated = estimate(runtime, window)
     decision = decide_action(runtime, drift, estimated, champion, params.policy, now)
     built, run_id = report(runtime, champion, window, drift, estimated, decision, params.report)
+    record_history(runtime, drift, estimated, decision, run_id)
     email = "disabled"
     if params.send_email and decision.action != "none":
         email = alert(

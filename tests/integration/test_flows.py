@@ -104,6 +104,7 @@ def test_cycle_scores_monitors_and_reports_a_clean_day(pipeline):
     from flows.cycle import CycleParams, cycle_flow
     from flows.monitor import MonitorParams
     from monitoring.scoring import read_prediction_log
+    from training.registry import connect
 
     path, start = _production_day(pipeline, 0, "none")
     outcome = cycle_flow(
@@ -125,6 +126,12 @@ def test_cycle_scores_monitors_and_reports_a_clean_day(pipeline):
     assert m.n_rows == 300
     assert {"tabular", "text", "image", "output"} <= set(m.p_values)
     assert Path(m.report_html).is_file()
+    # Drift over time: a history row per window and its plot logged with the window's run.
+    assert (settings.reports_dir / "drift_history.png").is_file()
+    client = connect(settings.tracking_uri)
+    assert [a.path for a in client.list_artifacts(m.mlflow_run_id, "history")] == [
+        "history/drift_history.png"
+    ]
     assert m.action in {"none", "alert"}  # a 5 % false-alarm budget: no retrain on one window
 
 
