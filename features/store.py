@@ -105,6 +105,8 @@ def write_offline(frame: pd.DataFrame, config: DatasetConfig, feast_dir: Path) -
     Returns:
         Rows per view in the day files touched, after the merge.
     """
+    if frame.empty:
+        return {}
     root = offline_dir(feast_dir)
     return {
         kind: merge_day_files(
@@ -114,7 +116,6 @@ def write_offline(frame: pd.DataFrame, config: DatasetConfig, feast_dir: Path) -
             config.timestamp,
         )
         for kind in active_view_kinds(config)
-        if not frame.empty
     }
 
 

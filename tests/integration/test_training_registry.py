@@ -12,8 +12,17 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from tests.unit.training.synthetic import synthetic_config, synthetic_frame
-from training.evaluate import GateConfig, evaluate_model
+from tests.unit.training.synthetic import (
+    FAST_TRAIN as FAST,
+)
+from tests.unit.training.synthetic import (
+    TEST_GATE as GATE,
+)
+from tests.unit.training.synthetic import (
+    synthetic_config,
+    synthetic_frame,
+)
+from training.evaluate import evaluate_model
 from training.registry import (
     CHALLENGER,
     CHAMPION,
@@ -31,19 +40,9 @@ from training.registry import (
     register_version,
     rollback_champion,
 )
-from training.train import TrainConfig, train_model
+from training.train import train_model
 
 pytestmark = pytest.mark.integration
-
-FAST = TrainConfig(
-    epochs=12,
-    batch_size=32,
-    hidden_size=32,
-    fusion_hidden_size=32,
-    patience=4,
-    show_progress=False,
-)
-GATE = GateConfig(max_ece=0.25, min_slice_rows=20)
 
 
 @pytest.fixture(scope="module")

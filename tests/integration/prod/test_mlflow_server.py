@@ -11,8 +11,17 @@ import urllib.request
 import pytest
 
 from tests.integration.prod.conftest import ADMIN_PASSWORD, unique
-from tests.unit.training.synthetic import synthetic_config, synthetic_frame
-from training.evaluate import GateConfig, evaluate_model
+from tests.unit.training.synthetic import (
+    FAST_TRAIN as FAST,
+)
+from tests.unit.training.synthetic import (
+    TEST_GATE as GATE,
+)
+from tests.unit.training.synthetic import (
+    synthetic_config,
+    synthetic_frame,
+)
+from training.evaluate import evaluate_model
 from training.registry import (
     CHALLENGER,
     CHAMPION,
@@ -26,19 +35,10 @@ from training.registry import (
     promote_if_better,
     register_version,
 )
-from training.train import TrainConfig, train_model
+from training.train import train_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.prod]
 
-FAST = TrainConfig(
-    epochs=12,
-    batch_size=32,
-    hidden_size=32,
-    fusion_hidden_size=32,
-    patience=4,
-    show_progress=False,
-)
-GATE = GateConfig(max_ece=0.25, min_slice_rows=20)
 # Outlasts a server restart (10 s on an idle 2-core machine, over 20 s on a busy one):
 # up to 0.5+1+2+4+5*9 = 52.5 s of waits.
 RESTART_RETRY = RetryConfig(attempts=14, initial_delay_s=0.5, backoff=2.0, max_delay_s=5.0)

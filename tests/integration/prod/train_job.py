@@ -8,8 +8,9 @@ import argparse
 import time
 from pathlib import Path
 
-from tests.unit.training.synthetic import synthetic_config, synthetic_frame
-from training.evaluate import GateConfig, evaluate_model
+from tests.unit.training.synthetic import FAST_TRAIN as FAST
+from tests.unit.training.synthetic import TEST_GATE, synthetic_config, synthetic_frame
+from training.evaluate import evaluate_model
 from training.registry import (
     connect,
     ensure_experiment,
@@ -17,11 +18,7 @@ from training.registry import (
     promote_if_better,
     register_version,
 )
-from training.train import TrainConfig, train_model
-
-FAST = TrainConfig(
-    epochs=12, batch_size=32, hidden_size=32, fusion_hidden_size=32, patience=4, show_progress=False
-)
+from training.train import train_model
 
 
 def _hang(marker: Path) -> None:
@@ -72,7 +69,7 @@ def main() -> None:
         version,
         synthetic_frame(400, seed=7),
         config.label,
-        GateConfig(max_ece=0.25, min_slice_rows=20),
+        TEST_GATE,
     )
     print(f"version={version} promoted={decision.promote}")
 

@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 
 from features.schema import DatasetConfig
+from training.evaluate import GateConfig
+from training.train import TrainConfig
 
 TEXT_DIM = 24
 IMAGE_DIM = 12
+
+# A small, quick model for tests on synthetic frames, and a gate loose enough for it.
+FAST_TRAIN = TrainConfig(
+    epochs=12, batch_size=32, hidden_size=32, fusion_hidden_size=32, patience=4, show_progress=False
+)
+TEST_GATE = GateConfig(max_ece=0.25, min_slice_rows=20)
 
 
 def synthetic_config(classes: tuple[str, ...] = ("no", "yes")) -> DatasetConfig:
