@@ -61,9 +61,21 @@ HARMFUL = {
 def scenario_shift(name: str, intensity: float = 1.0) -> GenerationShift:
     """The generation knobs for scenario ``name`` at ``intensity`` (0: none, 1: strong).
 
+    ``name`` may combine scenarios with ``+`` (``image_camera+text_domain``): each
+    scenario's knobs are applied on top of the previous ones.
+
     Raises:
         ValueError: unknown scenario or intensity outside [0, 1].
     """
+    if "+" in name:
+        base = GenerationShift()
+        update: dict = {}
+        for part in name.split("+"):
+            shift = scenario_shift(part, intensity)
+            for field in GenerationShift.model_fields:
+                if getattr(shift, field) != getattr(base, field):
+                    update[field] = getattr(shift, field)
+        return base.model_copy(update=update)
     if name not in SCENARIOS:
         raise ValueError(f"unknown drift scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
     if not 0.0 <= intensity <= 1.0:

@@ -223,6 +223,27 @@ def get_training_frame(
     return _embeddings_to_numpy(frame, config)
 
 
+def get_monitoring_frame(
+    store: FeatureStore, config: DatasetConfig, entity_df: pd.DataFrame
+) -> pd.DataFrame:
+    """Like :func:`get_training_frame`, plus the ``monitor_only`` columns.
+
+    Those columns are stored in the tabular view but left out of the feature service
+    (they never feed the model); scoring and the monitoring reference need them, since
+    drift is watched there (the ``benign`` modality).
+    """
+    if not config.monitor_only:
+        return get_training_frame(store, config, entity_df)
+    refs = [
+        f"{view_name(config, kind)}:{column}"
+        for kind in active_view_kinds(config)
+        for column in view_columns(config, kind)
+    ]
+    frame = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
+    frame = frame.sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
+    return _embeddings_to_numpy(frame, config)
+
+
 def get_online_frame(store: FeatureStore, config: DatasetConfig, entity_ids: list) -> pd.DataFrame:
     """Latest materialised features for ``entity_ids`` from the online store."""
     service = store.get_feature_service(config.feature_service_name)

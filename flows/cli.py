@@ -54,6 +54,10 @@ def demo(
     scenario: str = typer.Option("image_camera", help="Drift scenario switched on at onset."),
     intensity: float = typer.Option(1.0, help="Drift intensity in [0, 1]."),
     onset_day: int = typer.Option(3, help="First drifted production day."),
+    then: str = typer.Option(
+        "text_domain", "--then", help="A second shift added from --then-day ('none': one shift)."
+    ),
+    then_day: int = typer.Option(7, help="First day of the second shift."),
     epochs: int = typer.Option(15, help="Training epochs (early stopping applies)."),
     performance_drop: float = typer.Option(0.03, help="Macro-F1 drop that matters."),
 ) -> None:
@@ -72,6 +76,8 @@ def demo(
             scenario=scenario,
             intensity=intensity,
             onset_day=onset_day,
+            then_scenario=None if then == "none" else then,
+            then_day=then_day,
             epochs=epochs,
             performance_drop=performance_drop,
         )
@@ -155,6 +161,31 @@ def monitor(
             )
         )
     )
+
+
+outbox_app = typer.Typer(help="Alert emails that could not be delivered.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("send")
+def outbox_send() -> None:
+    """Deliver the alert emails waiting in the outbox (each delivered one moves to sent/)."""
+    runtime = _prepare()
+    from monitoring.alerts import SmtpConfig, send_outbox
+
+    s = runtime.settings
+    result = send_outbox(SmtpConfig(**s.smtp.model_dump(), outbox_dir=s.outbox_dir))
+    _echo(result)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@outbox_app.command("list")
+def outbox_list() -> None:
+    """The alert emails waiting in the outbox."""
+    runtime = _prepare()
+    for path in sorted(runtime.settings.outbox_dir.glob("*.eml")):
+        typer.echo(str(path))
 
 
 def _registry():

@@ -77,6 +77,12 @@ class DemoParams(BaseModel):
     scenario: str = Field(default="image_camera", description=f"One of {', '.join(SCENARIOS)}.")
     intensity: float = Field(default=1.0, ge=0.0, le=1.0)
     onset_day: int = Field(default=3, ge=0, description="First drifted production day.")
+    then_scenario: str | None = Field(
+        default="text_domain",
+        description="A second, different shift added on top of the first from then_day on "
+        "(None: one shift only).",
+    )
+    then_day: int = Field(default=7, ge=1, description="First day of the second shift.")
     epochs: int = Field(default=15, ge=1, description="Training epochs (early stopping applies).")
     performance_drop: float = Field(
         default=0.03, gt=0, description="Drop of macro-F1 below the champion's that matters."
@@ -86,8 +92,9 @@ class DemoParams(BaseModel):
 @flow(name="demo", flow_run_name="demo: {params.scenario} from day {params.onset_day}")
 def demo_flow(params: DemoParams) -> pd.DataFrame:
     """Run the whole story and return the per-day summary table."""
-    if params.scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {params.scenario!r}; choose one of {SCENARIOS}")
+    for name in (params.scenario, params.then_scenario):
+        if name is not None and name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; choose one of {SCENARIOS}")
     runtime = get_runtime()
     logger = get_run_logger()
     settings = runtime.settings
@@ -142,7 +149,7 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
                 {
                     "day": day,
                     "date": f"{start:%Y-%m-%d}",
-                    "drift on": day >= params.onset_day,
+                    "scenario": _scenario_of(params, day),
                     "model": f"v{m.model_version}",
                     "drifted": ",".join(m.drifted) or "-",
                     "est. acc": round(m.estimated_accuracy, 3),
@@ -171,11 +178,8 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     _log_demo_run(runtime, table, plot, params)
     shown = table.drop(columns=[c for c in table.columns if c.startswith("_")])
     print("\n" + shown.to_string(index=False))
-    drift_days = table[table["drift on"]]
-    detected = drift_days[drift_days["drifted"] != "-"]
     print(
-        f"\nscenario {params.scenario} from day {params.onset_day}: "
-        f"first detected on day {detected['day'].min() if len(detected) else 'never'}; "
+        f"\n{_story(table, params)}\n"
         f"alert emails received by the local SMTP server: {received} "
         f"(in {settings.data_dir / 'mailbox'}); champion now v{current_champion(client, name)}; "
         f"alias moves: {[f'{e.action} v{e.version}' for e in moves]}\n"
@@ -184,6 +188,49 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     create_table_artifact(key="demo-summary", table=shown.to_dict("records"))
     create_markdown_artifact(key="demo-plot", markdown=f"Drift and accuracy plot: `{plot}`")
     return table
+
+
+def _scenario_of(params: DemoParams, day: int) -> str:
+    """The scenario in force on production day ``day``."""
+    if day < params.onset_day:
+        return "none"
+    if params.then_scenario and day >= params.then_day:
+        return f"{params.scenario}+{params.then_scenario}"
+    return params.scenario
+
+
+def _first_day(table: pd.DataFrame, modality_days: pd.Series, from_day: int) -> str:
+    hit = table.loc[(table["day"] >= from_day) & modality_days, "day"]
+    return str(int(hit.min())) if len(hit) else "never"
+
+
+def _story(table: pd.DataFrame, params: DemoParams) -> str:
+    """What the run shows, one line per shift."""
+    drifted = table["drifted"].fillna("")
+    lines = [
+        f"{params.scenario} from day {params.onset_day}: first detected on day "
+        f"{_first_day(table, drifted != '-', params.onset_day)}"
+    ]
+    promoted = table[table["retrain"].str.contains("promoted")]
+    if len(promoted):
+        day = int(promoted["day"].min())
+        first = params.scenario.split("_")[0]
+        after = table[
+            (table["day"] > day)
+            & (table["day"] < (params.then_day if params.then_scenario else 10**6))
+        ]
+        quiet = int((~after["drifted"].str.contains(first)).sum())
+        lines.append(
+            f"retrained on day {day} ({promoted['retrain'].iloc[0]}); {first} drift quiet on "
+            f"{quiet} of the {len(after)} days after it"
+        )
+    if params.then_scenario:
+        second = params.then_scenario.split("_")[0]
+        lines.append(
+            f"{params.then_scenario} from day {params.then_day}: first detected on day "
+            f"{_first_day(table, drifted.str.contains(second), params.then_day)}"
+        )
+    return "; ".join(lines)
 
 
 def _reset_state(data_dir: Path) -> None:
@@ -205,7 +252,7 @@ def _write_production(runtime: Runtime, params: DemoParams, history_end) -> Path
     next_id = params.rows
     for day in range(params.production_days):
         start = history_end + timedelta(days=day)
-        scenario = params.scenario if day >= params.onset_day else "none"
+        scenario = _scenario_of(params, day)
         raw, _ = simulate_window(
             sources,
             scenario,
@@ -258,7 +305,8 @@ def _plot(runtime: Runtime, table: pd.DataFrame, params: DemoParams, history_end
         path,
         onset=onset,
         retrains=retrains,
-        title=f"Demo: {params.scenario} (intensity {params.intensity}) from day {params.onset_day}",
+        title=f"Demo: {params.scenario} (intensity {params.intensity}) from day {params.onset_day}"
+        + (f", {params.then_scenario} from day {params.then_day}" if params.then_scenario else ""),
     )
 
 

@@ -1,9 +1,26 @@
-"""The ``monitor`` flow: drift and estimate -> report -> decision -> email -> retraining."""
+"""The ``monitor`` flow: assess a window, record the assessment, act on it, mail it.
+
+A table of contents: each task is a thin adapter around one plain function of
+``monitoring/``. The order is the reliability contract:
+
+1. re-send what earlier runs left in the outbox;
+2. assess the window (drift, estimate, realized performance of the labelled window,
+   decision) without writing anything;
+3. report it (Evidently HTML, the window's MLflow run, replaced on a re-run);
+4. act (a retrain request, idempotent by the window's key) *before* recording that it
+   happened;
+5. record the policy state and the drift history;
+6. mail it; a failed email is kept in the outbox and never cancels the action.
+
+Re-monitoring a window already decided for the same model version replays the recorded
+decision: no state changes, no second retrain, no second email.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,11 +30,18 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from features.state_io import atomic_write_text, read_state
 from features.store import read_labels
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
-from flows.train import DRIFT_REFERENCE_ARTIFACT, TrainParams, registered_model_name, train_flow
+from flows.train import (
+    DRIFT_REFERENCE_ARTIFACT,
+    TrainOutcome,
+    TrainParams,
+    registered_model_name,
+    train_flow,
+)
 from monitoring.alerts import (
     AlertContent,
     AlertDeliveryError,
@@ -25,27 +49,31 @@ from monitoring.alerts import (
     build_alert_email,
     load_alert_state,
     save_alert_state,
+    save_to_outbox,
     send_alert,
+    send_outbox,
     should_send,
     update_alert_state,
 )
-from monitoring.drift import DriftConfig, DriftReference, DriftResult, compute_drift
-from monitoring.estimate import PerformanceEstimate, estimate_performance, realized_performance
-from monitoring.policy import Decision, PolicyConfig, PolicyState, decide
+from monitoring.assessment import ChampionInfo, WindowAssessment, assess_window
+from monitoring.drift import DriftConfig, DriftReference
+from monitoring.policy import PolicyConfig, PolicyState, WindowRecord
 from monitoring.reports import (
+    POLICY_RECORD_TAG,
+    LoggedWindow,
     WindowReport,
     build_window_report,
-    drift_history_row,
-    history_frame,
+    history_from_runs,
+    load_history,
     log_window_report,
     plot_drift_history,
+    render_summary_markdown,
+    report_directory,
+    save_history,
+    upsert_history,
 )
-from monitoring.scoring import join_labels, proba_columns, read_prediction_log
-from training.registry import (
-    REFERENCE_ARTIFACT,
-    connect,
-    current_champion,
-)
+from monitoring.scoring import MODEL_VERSION, join_labels, read_prediction_log
+from training.registry import REFERENCE_ARTIFACT, REFERENCE_ROWS_TAG, connect, current_champion
 
 RETRAIN_DEPLOYMENT = "train/train-weekly"
 
@@ -62,7 +90,7 @@ class MonitorParams(BaseModel):
         default=24,
         ge=0,
         description="Labels arrive this late: realized performance is measured on the "
-        "window this much earlier.",
+        "window this much earlier, and shown as that window's.",
     )
     drift: DriftConfig = Field(default_factory=DriftConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -90,12 +118,22 @@ class MonitorOutcome(BaseModel):
     drifted: list[str]
     p_values: dict[str, float]
     estimated_accuracy: float
-    realized_accuracy: float | None
+    realized_accuracy: float | None = Field(
+        description="Realized accuracy of the labelled window (see realized_window)."
+    )
+    realized_window: datetime | None = Field(
+        default=None, description="Start of the window whose labels realized_accuracy is of."
+    )
+    realized_version: str | None = Field(
+        default=None, description="The version whose predictions those labels scored."
+    )
     action: str
     reasons: list[str]
+    replayed: bool = False
     email: str
     mlflow_run_id: str | None
     report_html: str | None
+    reference_note: str = ""
     retrain_version: str | None = None
     retrain_promoted: bool | None = None
     retrain_flow_run: str | None = None
@@ -104,16 +142,82 @@ class MonitorOutcome(BaseModel):
 class ChampionReference(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    version: str
-    run_id: str
+    info: ChampionInfo
     reference: pd.DataFrame
     drift_reference: DriftReference
-    performance: float
+
+    @property
+    def version(self) -> str:
+        return self.info.version
 
 
-@task(retries=2, retry_delay_seconds=5, timeout_seconds=300, cache_policy=NO_CACHE)
+class RetrainRequest(BaseModel):
+    """What the monitor did about a retrain decision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    version: str | None = None
+    promoted: bool | None = None
+    flow_run: str | None = None
+    reused: bool = False
+
+    def note(self) -> str:
+        if self.flow_run is not None:
+            return f"retraining requested: Prefect flow run {self.flow_run} (request {self.request_id})"
+        verdict = "promoted to champion" if self.promoted else "not promoted by the gate"
+        again = " (finished earlier for this request)" if self.reused else ""
+        return f"retrained: v{self.version} {verdict}{again}"
+
+
+def _no_retry_when_missing(task, task_run, state) -> bool:
+    """Retry a task unless it failed on something a retry cannot fix (no champion)."""
+    try:
+        state.result()
+    except LookupError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(cache_policy=NO_CACHE)
+def resend_outbox(runtime: Runtime) -> str:
+    """Deliver what earlier runs could not; never fails the run."""
+    s = runtime.settings
+    if not any(s.outbox_dir.glob("*.eml")):
+        return "outbox empty"
+    logger = get_run_logger()
+    try:
+        smtp = SmtpConfig(**s.smtp.model_dump(), outbox_dir=s.outbox_dir)
+        result = send_outbox(smtp)
+    except (ValidationError, OSError) as error:
+        logger.error("outbox not sent: %s", error)
+        return f"outbox not sent: {error}"
+    if result.failed:
+        logger.error("outbox: %d message(s) still undelivered", len(result.failed))
+    return f"outbox: {len(result.sent)} sent, {len(result.failed)} still waiting"
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def load_log(runtime: Runtime, start: datetime, end: datetime, labels: bool) -> pd.DataFrame:
+    """Prediction-log rows of the window, with the labels that have arrived if asked."""
+    log = read_prediction_log(runtime.config, runtime.settings.prediction_log_dir, start, end)
+    if log.empty or not labels:
+        return log
+    found = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
+    return join_labels(log, found, runtime.config)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_no_retry_when_missing,
+)
 def load_champion_reference(runtime: Runtime, metric: str) -> ChampionReference:
-    """The champion's reference sample, fitted drift reference and test performance
+    """The champion's reference sample, fitted drift reference and reference performance
     (downloaded once per version into the data directory)."""
     client = connect(runtime.settings.tracking_uri)
     name = registered_model_name(runtime)
@@ -129,73 +233,108 @@ def load_champion_reference(runtime: Runtime, metric: str) -> ChampionReference:
             cache.mkdir(parents=True, exist_ok=True)
             Path(sample).rename(cache / "reference.parquet")
             Path(fitted, "drift_reference.npz").rename(cache / "drift_reference.npz")
-    performance = client.get_run(run_id).data.metrics[f"test_{metric}"]
-    return ChampionReference(
+    run = client.get_run(run_id)
+    info = ChampionInfo(
+        name=name,
         version=version,
         run_id=run_id,
+        experiment_id=run.info.experiment_id,
+        performance=run.data.metrics[f"test_{metric}"],
+        reference_note=run.data.tags.get(REFERENCE_ROWS_TAG, ""),
+    )
+    return ChampionReference(
+        info=info,
         reference=pd.read_parquet(cache / "reference.parquet"),
         drift_reference=DriftReference.load(cache / "drift_reference.npz"),
-        performance=performance,
     )
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def load_log(runtime: Runtime, start: datetime, end: datetime) -> pd.DataFrame:
-    """Prediction-log rows of the window, with whatever labels have arrived."""
-    log = read_prediction_log(runtime.config, runtime.settings.prediction_log_dir, start, end)
-    if log.empty:
-        return log
-    labels = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
-    return join_labels(log, labels, runtime.config)
+def version_references(runtime: Runtime, labelled: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Each version's reference metric, for the versions that scored the labelled window."""
+    if labelled.empty or MODEL_VERSION not in labelled:
+        return {}
+    client = connect(runtime.settings.tracking_uri)
+    name = registered_model_name(runtime)
+    out = {}
+    for version in sorted(labelled[MODEL_VERSION].astype(str).unique()):
+        try:
+            run_id = client.get_model_version(name, version).run_id
+            out[version] = client.get_run(run_id).data.metrics[f"test_{metric}"]
+        except Exception:  # a deleted version: its realized metric is shown without a reference
+            continue
+    return out
 
 
-@task(cache_policy=NO_CACHE)
-def detect_drift(
-    runtime: Runtime, champion: ChampionReference, window: pd.DataFrame, config: DriftConfig
-) -> DriftResult:
-    unlabeled = window.drop(columns=[runtime.config.label], errors="ignore")
-    return compute_drift(champion.drift_reference, unlabeled, config, seed=runtime.settings.seed)
+def _policy_path(runtime: Runtime) -> Path:
+    return runtime.settings.state_dir / "policy_state.json"
 
 
-@task(cache_policy=NO_CACHE)
-def estimate(runtime: Runtime, window: pd.DataFrame) -> PerformanceEstimate:
-    probas = window[proba_columns(runtime.config)].to_numpy(dtype=float)
-    return estimate_performance(probas, runtime.config.classes, seed=runtime.settings.seed)
-
-
-@task(cache_policy=NO_CACHE)
-def attach_realized(runtime: Runtime, drift: DriftResult, labelled: pd.DataFrame) -> DriftResult:
-    """Realized performance of the latest window whose labels have arrived."""
-    label = runtime.config.label
-    if labelled.empty or label not in labelled or labelled[label].notna().sum() == 0:
-        return drift
-    rows = labelled[labelled[label].notna()]
-    realized = realized_performance(
-        rows[label].astype(str).to_numpy(),
-        rows["prediction"].astype(str).to_numpy(),
-        runtime.config.classes,
+def _policy_from_runs(runtime: Runtime) -> PolicyState:
+    """Rebuild the policy state from the monitoring runs' records (their source of truth)."""
+    client = connect(runtime.settings.tracking_uri)
+    experiment = client.get_experiment_by_name(_monitoring_experiment(runtime))
+    if experiment is None:
+        return PolicyState()
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`mmops.kind` = 'monitoring_window'",
+        max_results=10_000,
     )
-    return drift.model_copy(update={"realized": realized, "n_labeled": len(rows)})
+    records = [
+        WindowRecord.model_validate_json(run.data.tags[POLICY_RECORD_TAG])
+        for run in runs
+        if POLICY_RECORD_TAG in run.data.tags
+    ]
+    records.sort(key=lambda r: r.order)
+    return PolicyState(history=records, retrains=[r.at for r in records if r.action == "retrain"])
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def decide_action(
+def load_policy_state(runtime: Runtime) -> PolicyState:
+    return read_state(
+        _policy_path(runtime),
+        lambda p: PolicyState.from_json(p.read_text(encoding="utf-8")),
+        PolicyState,
+        rebuild=lambda: _policy_from_runs(runtime),
+        recovery="Delete it to start the policy afresh (persistence and cooldowns restart).",
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def assess(
     runtime: Runtime,
-    drift: DriftResult,
-    estimated: PerformanceEstimate,
     champion: ChampionReference,
-    policy: PolicyConfig,
+    window: pd.DataFrame,
+    labelled: pd.DataFrame,
+    references: dict[str, float],
+    state: PolicyState,
+    params: MonitorParams,
+    bounds: tuple[datetime, datetime, datetime, datetime],
     now: datetime,
-) -> Decision:
-    """Apply the policy and persist its state (cooldown and caps hold across runs)."""
-    path = runtime.settings.state_dir / "policy_state.json"
-    state = PolicyState.from_json(path.read_text()) if path.exists() else PolicyState()
-    decision = decide(drift, estimated, champion.performance, state, policy, now)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(decision.state.to_json())
-    os.replace(tmp, path)
-    return decision
+) -> WindowAssessment:
+    start, end, labelled_start, labelled_end = bounds
+    return assess_window(
+        dataset=runtime.config,
+        window=window,
+        window_start=start,
+        window_end=end,
+        champion=champion.info,
+        drift_reference=champion.drift_reference,
+        state=state,
+        policy=params.policy,
+        drift_config=params.drift,
+        labelled=labelled,
+        labelled_start=labelled_start,
+        labelled_end=labelled_end,
+        version_performance=references,
+        now=now,
+        seed=runtime.settings.seed,
+    )
+
+
+def _monitoring_experiment(runtime: Runtime) -> str:
+    return f"{runtime.config.name}-monitoring"
 
 
 @task(retries=2, retry_delay_seconds=5, timeout_seconds=300, cache_policy=NO_CACHE)
@@ -203,91 +342,172 @@ def report(
     runtime: Runtime,
     champion: ChampionReference,
     window: pd.DataFrame,
-    drift: DriftResult,
-    estimated: PerformanceEstimate,
-    decision: Decision,
+    assessment: WindowAssessment,
     build_html: bool,
-) -> tuple[WindowReport | None, str]:
+) -> tuple[WindowReport | None, LoggedWindow]:
+    """The Evidently report and the window's MLflow run (replacing an earlier one)."""
     built = None
     if build_html:
         built = build_window_report(
             champion.reference,
             window,
             runtime.config,
-            drift,
-            estimated,
-            runtime.settings.reports_dir / f"{drift.window_start:%Y%m%dT%H%M%SZ}",
-            decision=decision,
+            assessment,
+            report_directory(runtime.settings.data_dir, assessment.window_start),
             drift_reference=champion.drift_reference,
-            model_version=champion.version,
             seed=runtime.settings.seed,
         )
-    run_id = log_window_report(
+    logged = log_window_report(
         runtime.settings.tracking_uri,
-        f"{runtime.config.name}-monitoring",
+        _monitoring_experiment(runtime),
         built,
-        drift,
-        estimated,
-        decision,
+        assessment,
         tags={"mmops.flow_run": str(flow_run.get_id() or "")},
-        model_version=champion.version,
         artifact_location=runtime.artifact_location,
     )
-    return built, run_id
+    return built, logged
+
+
+def _episode_start(assessment: WindowAssessment) -> datetime | None:
+    """Start of the drift episode this window belongs to (for the new reference)."""
+    if not assessment.drift.drifted_modalities:
+        return None
+    start = assessment.window_start
+    earlier = sorted(
+        (
+            r
+            for r in assessment.decision.state.history
+            if r.model_version == assessment.champion.version
+            and r.window_start is not None
+            and r.window_start < assessment.window_start
+        ),
+        key=lambda r: r.order,
+        reverse=True,
+    )
+    for record in earlier:
+        if not record.drifted:
+            break
+        start = record.window_start
+    return start
+
+
+def _request_id(assessment: WindowAssessment) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", f"{assessment.dataset}-retrain-{assessment.key}")
+
+
+@task(cache_policy=NO_CACHE)
+def act(
+    runtime: Runtime, params: MonitorParams, assessment: WindowAssessment
+) -> RetrainRequest | None:
+    """Start the retrain the decision asks for, before anything records that it happened.
+
+    The request carries the window's key: a re-run of a half-finished monitor run finds
+    the earlier request (the deployment's idempotency key, or the training run tagged
+    with it) instead of training twice.
+    """
+    decision = assessment.decision
+    if decision.action != "retrain" or decision.replayed or not params.act:
+        return None
+    request_id = _request_id(assessment)
+    train_params = TrainParams(
+        start=assessment.window_end - timedelta(days=params.retrain_lookback_days),
+        end=assessment.window_end,
+        trigger="drift",
+        reason="; ".join(decision.reasons),
+        reference_since=_episode_start(assessment),
+        request_id=request_id,
+    )
+    if os.environ.get("PREFECT_API_URL"):
+        from prefect.deployments import run_deployment
+
+        run = run_deployment(
+            RETRAIN_DEPLOYMENT,
+            parameters={"params": json.loads(train_params.model_dump_json())},
+            timeout=0,
+            tags=["drift", *assessment.drift.drifted_modalities],
+            idempotency_key=request_id,
+        )
+        get_run_logger().info("retraining requested: flow run %s", run.id)
+        return RetrainRequest(request_id=request_id, flow_run=str(run.id))
+    trained: TrainOutcome = train_flow(train_params)
+    return RetrainRequest(
+        request_id=request_id,
+        version=trained.version,
+        promoted=trained.promoted,
+        reused=trained.reused,
+    )
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def record_policy(runtime: Runtime, assessment: WindowAssessment) -> None:
+    """Save the policy state (after the action it records has been taken)."""
+    if assessment.decision.replayed:
+        return
+    atomic_write_text(_policy_path(runtime), assessment.decision.state.to_json())
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def record_history(
-    runtime: Runtime,
-    drift: DriftResult,
-    estimated: PerformanceEstimate,
-    decision: Decision,
-    run_id: str,
-) -> Path:
-    """Append the window to the drift history and log the drift-over-time plot with it."""
+def record_history(runtime: Runtime, assessment: WindowAssessment, logged: LoggedWindow) -> Path:
+    """Upsert the window (and its labelled window's realized performance) into the drift
+    history; log the drift-over-time plot with the window's run."""
     path = runtime.settings.state_dir / "drift_history.parquet"
-    rows = pd.read_parquet(path).to_dict("records") if path.exists() else []
-    rows = [r for r in rows if pd.Timestamp(r["window_start"]) != pd.Timestamp(drift.window_start)]
-    history = history_frame([*rows, drift_history_row(drift, estimated, decision)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    history.to_parquet(path, index=False)
-    retrains = history.loc[history["action"] == "retrain", "window_start"].tolist()
-    plot = plot_drift_history(
-        history, runtime.settings.reports_dir / "drift_history.png", retrains=retrains
+    client = connect(runtime.settings.tracking_uri)
+    before = load_history(
+        path, rebuild=lambda: history_from_runs(client, _monitoring_experiment(runtime))
     )
-    connect(runtime.settings.tracking_uri).log_artifact(run_id, str(plot), "history")
+    history = upsert_history(before, assessment)
+    if not (len(before) == len(history) and before.equals(history)):
+        save_history(history, path)
+    plot = plot_drift_history(history, runtime.settings.reports_dir / "drift_history.png")
+    client.log_artifact(logged.run_id, str(plot), "history")
     return plot
+
+
+def _flow_run_url() -> str | None:
+    return flow_run.get_flow_run_ui_url() if os.environ.get("PREFECT_API_URL") else None
 
 
 @task(cache_policy=NO_CACHE)
 def alert(
     runtime: Runtime,
-    decision: Decision,
-    drift: DriftResult,
-    estimated: PerformanceEstimate,
-    champion: ChampionReference,
+    assessment: WindowAssessment,
     built: WindowReport | None,
-    run_id: str,
-    renotify: timedelta,
-    now: datetime,
+    logged: LoggedWindow,
+    retrain: RetrainRequest | None,
+    params: MonitorParams,
 ) -> str:
-    """Email the alert unless it repeats an ongoing one; never lose it (outbox)."""
-    state_path = runtime.settings.state_dir / "alert_state.json"
-    state = load_alert_state(state_path)
-    check = should_send(decision, state, now, renotify_after=renotify)
-    if not check.send:
-        save_alert_state(update_alert_state(state, decision, now, sent=False), state_path)
-        return f"not sent: {check.reason}"
+    """Mail the window's alert unless it repeats an ongoing one or was handled before.
+
+    Every window updates the alert state (a quiet one ends the episode). A failed email
+    is kept in the outbox, recorded as failed, and re-sent by the next run; it never
+    fails the run, so the action already taken stands.
+    """
+    logger = get_run_logger()
     s = runtime.settings
-    smtp = SmtpConfig(**s.smtp.model_dump(), outbox_dir=s.outbox_dir)
+    state_path = s.state_dir / "alert_state.json"
+    state = load_alert_state(state_path)
+    key, decision, now = assessment.key, assessment.decision, assessment.decided_at
+    handled = state.outcome(key)
+    if handled is not None:
+        return f"already handled: {handled}"
+    check = should_send(decision, state, now, renotify_after=timedelta(hours=params.renotify_hours))
+    if not params.send_email or not check.send:
+        why = "email disabled" if not params.send_email else check.reason
+        outcome = "none" if decision.action == "none" else f"suppressed: {why}"
+        save_alert_state(update_alert_state(state, decision, now, False, key, outcome), state_path)
+        return "disabled" if not params.send_email else f"not sent: {check.reason}"
+    notes = []
+    if retrain is not None:
+        notes.append(retrain.note())
+    if assessment.champion.reference_note:
+        notes.append(
+            f"drift reference of v{assessment.model_version}: {assessment.champion.reference_note}"
+        )
     message = build_alert_email(
-        AlertContent(
-            dataset=runtime.config.name,
-            decision=decision,
-            drift=drift,
-            estimate=estimated,
-            reference_performance=champion.performance,
-            mlflow_run_url=_mlflow_run_url(s.mlflow_ui_url, run_id),
+        AlertContent.from_assessment(
+            assessment,
+            notes=notes,
+            mlflow_run_url=logged.url(s.mlflow_ui_url),
             flow_run_url=_flow_run_url(),
             report_path=built.html if built else None,
             created_at=now,
@@ -296,116 +516,80 @@ def alert(
         recipients=s.smtp.recipients,
     )
     try:
+        smtp = SmtpConfig(**s.smtp.model_dump(), outbox_dir=s.outbox_dir)
         delivery = send_alert(message, smtp)
+    except ValidationError as error:
+        path = save_to_outbox(message, s.outbox_dir)
+        reason = "; ".join(e["msg"] for e in error.errors())
+        outcome = f"failed: SMTP settings invalid ({reason}); kept in {path}"
     except AlertDeliveryError as error:
-        save_alert_state(update_alert_state(state, decision, now, sent=True), state_path)
-        raise RuntimeError(f"drift alert not delivered, kept in the outbox: {error}") from error
-    save_alert_state(update_alert_state(state, decision, now, sent=True), state_path)
-    return f"sent to {', '.join(s.smtp.recipients)} ({delivery.message_id})"
-
-
-def _mlflow_run_url(base: str | None, run_id: str) -> str | None:
-    return f"{base.rstrip('/')}/#/experiments/0/runs/{run_id}" if base else None
-
-
-def _flow_run_url() -> str | None:
-    return flow_run.get_flow_run_ui_url() if os.environ.get("PREFECT_API_URL") else None
-
-
-def start_retraining(
-    runtime: Runtime, params: MonitorParams, decision: Decision, end: datetime
-) -> TrainParams:
-    return TrainParams(
-        start=end - timedelta(days=params.retrain_lookback_days),
-        end=end,
-        trigger="drift",
-        reason="; ".join(decision.reasons),
-    )
+        outcome = f"failed: {error}"
+    else:
+        outcome = f"sent to {', '.join(s.smtp.recipients)} ({delivery.message_id})"
+    if outcome.startswith("failed"):
+        logger.error("drift alert not delivered (re-sent by the next run): %s", outcome)
+    save_alert_state(update_alert_state(state, decision, now, True, key, outcome), state_path)
+    return outcome
 
 
 @flow(name="monitor", flow_run_name=window_run_name("monitor"))
-def monitor_flow(
-    params: MonitorParams | None = None,
-) -> MonitorOutcome:
+def monitor_flow(params: MonitorParams | None = None) -> MonitorOutcome:
     """Check one window of the prediction log and act on what it shows."""
     params = params or MonitorParams()
     runtime = get_runtime()
-    logger = get_run_logger()
     start, end = resolve_window(params.start, params.end, params.window_hours)
     now = max(end, datetime.now(UTC)) if params.end is None else end
-    window = load_log(runtime, start, end)
+    lag = timedelta(hours=params.label_lag_hours)
+    resend_outbox(runtime)
+    window = load_log(runtime, start, end, labels=False)
     if window.empty:
         raise ValueError(f"the prediction log has no rows between {start} and {end}: score first")
-    lag = timedelta(hours=params.label_lag_hours)
-    labelled = load_log(runtime, start - lag, end - lag)
+    labelled = load_log(runtime, start - lag, end - lag, labels=True)
     champion = load_champion_reference(runtime, params.policy.metric)
-    drift = detect_drift(runtime, champion, window, params.drift)
-    drift = attach_realized(runtime, drift, labelled)
-    estimated = estimate(runtime, window)
-    decision = decide_action(runtime, drift, estimated, champion, params.policy, now)
-    built, run_id = report(runtime, champion, window, drift, estimated, decision, params.report)
-    record_history(runtime, drift, estimated, decision, run_id)
-    email = "disabled"
-    if params.send_email and decision.action != "none":
-        email = alert(
-            runtime,
-            decision,
-            drift,
-            estimated,
-            champion,
-            built,
-            run_id,
-            timedelta(hours=params.renotify_hours),
-            now,
-        )
-    outcome = dict(
-        window_start=start,
-        window_end=end,
-        model_version=champion.version,
-        n_rows=len(window),
-        drifted=drift.drifted_modalities,
-        p_values={k: m.p_value for k, m in drift.modalities.items()},
-        estimated_accuracy=estimated.expected_accuracy,
-        realized_accuracy=drift.realized.accuracy if drift.realized else None,
-        action=decision.action,
-        reasons=decision.reasons,
-        email=email,
-        mlflow_run_id=run_id,
-        report_html=str(built.html) if built else None,
+    references = version_references(runtime, labelled, params.policy.metric)
+    state = load_policy_state(runtime)
+    bounds = (start, end, start - lag, end - lag)
+    assessment = assess(runtime, champion, window, labelled, references, state, params, bounds, now)
+    built, logged = report(runtime, champion, window, assessment, params.report)
+    retrain = act(runtime, params, assessment)
+    record_policy(runtime, assessment)
+    record_history(runtime, assessment, logged)
+    email = alert(runtime, assessment, built, logged, retrain, params)
+    result = _outcome(assessment, email, logged, built, retrain)
+    extra = [f"Email: {email}"] + ([retrain.note()] if retrain else [])
+    create_markdown_artifact(
+        key="monitor-summary", markdown=render_summary_markdown(assessment, extra)
     )
-    if decision.action == "retrain" and params.act:
-        train_params = start_retraining(runtime, params, decision, end)
-        if os.environ.get("PREFECT_API_URL"):
-            from prefect.deployments import run_deployment
-
-            run = run_deployment(
-                RETRAIN_DEPLOYMENT,
-                parameters={"params": json.loads(train_params.model_dump_json())},
-                timeout=0,
-                tags=["drift", *drift.drifted_modalities],
-            )
-            outcome["retrain_flow_run"] = str(run.id)
-            logger.info("retraining requested: flow run %s", run.id)
-        else:
-            trained = train_flow(train_params)
-            outcome["retrain_version"] = trained.version
-            outcome["retrain_promoted"] = trained.promoted
-    result = MonitorOutcome(**outcome)
-    create_markdown_artifact(key="monitor-summary", markdown=_summary_markdown(result))
     return result
 
 
-def _summary_markdown(outcome: MonitorOutcome) -> str:
-    rows = "\n".join(
-        f"| {name} | {p:.3g} | {'yes' if name in outcome.drifted else 'no'} |"
-        for name, p in outcome.p_values.items()
-    )
-    realized = "n/a" if outcome.realized_accuracy is None else f"{outcome.realized_accuracy:.3f}"
-    return (
-        f"### Monitor {outcome.window_start:%Y-%m-%d %H:%M} to {outcome.window_end:%Y-%m-%d %H:%M}"
-        f" (v{outcome.model_version}, {outcome.n_rows} rows)\n\n"
-        f"| modality | p-value | drifted |\n|---|---|---|\n{rows}\n\n"
-        f"Estimated accuracy {outcome.estimated_accuracy:.3f}, realized (lagged) {realized}.\n\n"
-        f"**Decision: {outcome.action}** — {'; '.join(outcome.reasons) or 'no issue'}\n\n"
-        f"Email: {outcome.email}\n"
+def _outcome(
+    assessment: WindowAssessment,
+    email: str,
+    logged: LoggedWindow,
+    built: WindowReport | None,
+    retrain: RetrainRequest | None,
+) -> MonitorOutcome:
+    labelled = assessment.main_realized
+    return MonitorOutcome(
+        window_start=assessment.window_start,
+        window_end=assessment.window_end,
+        model_version=assessment.model_version,
+        n_rows=assessment.n_rows,
+        drifted=assessment.drift.drifted_modalities,
+        p_values={k: m.p_value for k, m in assessment.drift.modalities.items()},
+        estimated_accuracy=assessment.estimate.expected_accuracy,
+        realized_accuracy=labelled.performance.accuracy if labelled else None,
+        realized_window=labelled.window_start if labelled else None,
+        realized_version=labelled.model_version if labelled else None,
+        action=assessment.decision.action,
+        reasons=assessment.decision.reasons,
+        replayed=assessment.decision.replayed,
+        email=email,
+        mlflow_run_id=logged.run_id,
+        report_html=str(built.html) if built else None,
+        reference_note=assessment.champion.reference_note,
+        retrain_version=retrain.version if retrain else None,
+        retrain_promoted=retrain.promoted if retrain else None,
+        retrain_flow_run=retrain.flow_run if retrain else None,
     )

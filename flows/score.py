@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.store import get_training_frame, read_entities
+from features.store import get_monitoring_frame, read_entities
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
 from flows.train import registered_model_name
 from monitoring.scoring import score_frame, write_prediction_log
@@ -47,7 +47,7 @@ def load_window_features(runtime: Runtime, start: datetime, end: datetime) -> pd
     entities = read_entities(runtime.config, runtime.settings.feast_dir, start, end)
     if entities.empty:
         raise ValueError(f"no ingested rows between {start} and {end}: ingest them first")
-    return get_training_frame(runtime.store, runtime.config, entities)
+    return get_monitoring_frame(runtime.store, runtime.config, entities)
 
 
 @task(retries=3, retry_delay_seconds=5, timeout_seconds=300, cache_policy=NO_CACHE)

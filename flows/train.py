@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.store import get_training_frame, read_labels
+from features.store import get_monitoring_frame, read_labels
 from features.validation import ValidationResult, check_batch
 from flows.runtime import Runtime, get_runtime
 from monitoring.drift import DriftConfig, fit_drift_reference
@@ -32,6 +32,7 @@ from training.registry import (
 from training.train import TrainConfig, TrainResult, train_model
 
 DRIFT_REFERENCE_ARTIFACT = "monitoring"
+REQUEST_TAG = "mmops.request_id"
 TRAINING_EXPERIMENT = "{name}-training"
 
 
@@ -50,6 +51,16 @@ class TrainParams(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    reference_since: datetime | None = Field(
+        default=None,
+        description="Drift retrain: build the new version's monitoring reference from the "
+        "held-out rows stamped from this time on (the shift's start), when there are enough.",
+    )
+    request_id: str | None = Field(
+        default=None,
+        description="Idempotency key of a requested retrain: a finished run with the same "
+        "key is reported instead of training again (a retried or re-run request trains once).",
+    )
 
 
 class TrainOutcome(BaseModel):
@@ -60,6 +71,9 @@ class TrainOutcome(BaseModel):
     promoted: bool
     reason: str
     test_metrics: dict[str, float]
+    reused: bool = Field(
+        default=False, description="An earlier run of the same request was reported."
+    )
 
 
 def registered_model_name(runtime: Runtime) -> str:
@@ -73,7 +87,7 @@ def load_training_set(
     labels = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
     if labels.empty:
         raise ValueError(f"no labels between {start} and {end}: nothing to train on")
-    return get_training_frame(runtime.store, runtime.config, labels)
+    return get_monitoring_frame(runtime.store, runtime.config, labels)
 
 
 @task(cache_policy=NO_CACHE)
@@ -126,7 +140,10 @@ def log_and_register(
         monitoring_thresholds={"alpha": params.drift.alpha},
         code_version=git_commit(Path(__file__).resolve().parent.parent),
         run_name=f"{params.trigger} {result.manifest.train.start:%Y-%m-%d}..{result.manifest.test.end:%Y-%m-%d}",
+        reference_since=params.reference_since,
     )
+    if params.request_id:
+        client.set_tag(record.run_id, REQUEST_TAG, params.request_id)
     if params.reason:
         client.set_tag(record.run_id, "mmops.trigger_reason", params.reason[:4000])
     _log_drift_reference(client, record, runtime, params.drift)
@@ -160,6 +177,10 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     """Train on the labelled window, register the version and run the promotion gate."""
     params = params or TrainParams()
     runtime = get_runtime()
+    if params.request_id:
+        earlier = find_request(runtime, params.request_id)
+        if earlier is not None:
+            return earlier
     start, end = params.start, params.end
     if start is None and params.lookback_days is not None:
         end = end or datetime.now(UTC)
@@ -182,6 +203,35 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
         reason=decision.reason,
         test_metrics=metrics,
     )
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def find_request(runtime: Runtime, request_id: str) -> TrainOutcome | None:
+    """The outcome of a finished, registered run of this retrain request, if any."""
+    client = connect(runtime.settings.tracking_uri)
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT.format(name=runtime.config.name))
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{REQUEST_TAG}` = '{request_id}' and attributes.status = 'FINISHED'",
+    )
+    name = registered_model_name(runtime)
+    for run in runs:
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
+        for version in versions:
+            decision = version.tags.get("mmops.gate.decision")
+            if decision is None:
+                continue  # registered but never judged: train again
+            return TrainOutcome(
+                run_id=run.info.run_id,
+                version=version.version,
+                promoted=decision == "promote",
+                reason=version.tags.get("mmops.gate.reason", ""),
+                test_metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
+                reused=True,
+            )
+    return None
 
 
 def _summary_markdown(version, params, result, decision, metrics) -> str:

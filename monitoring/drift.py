@@ -127,6 +127,11 @@ class DriftConfig(BaseModel):
         "a chi-square test.",
     )
     top_k: int = Field(default=5, ge=1, description="Columns or components reported per modality.")
+    min_label_rows: int = Field(
+        default=30,
+        ge=2,
+        description="Labelled rows a window needs before its label distribution is tested.",
+    )
 
 
 class ColumnDrift(BaseModel):
@@ -615,6 +620,7 @@ def compute_drift(
     window: pd.DataFrame,
     drift_config: DriftConfig | None = None,
     seed: int = 0,
+    labels: pd.Series | None = None,
 ) -> DriftResult:
     """Test one window of scored feature rows against the reference, per modality.
 
@@ -622,6 +628,10 @@ def compute_drift(
     left out (and does not count in the Bonferroni split). With labels (``config.label``)
     the window also gets a label-drift test and, with a ``prediction`` column, its
     realized performance.
+
+    ``labels`` are the labels that have arrived (usually those of an earlier window,
+    since labels come late): when given, the label-drift test uses them instead of the
+    window's own label column, provided there are ``min_label_rows`` of them.
 
     Args:
         reference: from :func:`fit_drift_reference`.
@@ -686,21 +696,30 @@ def compute_drift(
         if len(values) >= min_rows:
             add("output", [_ks(ref_values, values, name)], [], len(values), len(ref_values))
 
+    def label_test(values: pd.Series) -> None:
+        values = values.dropna().astype(str)
+        if not reference.label_counts or len(values) < max(min_rows, drift_config.min_label_rows):
+            return
+        counts = _category_counts(values, dataset.classes)
+        test = _chi2(
+            np.array([reference.label_counts.get(c, 0) for c in counts]),
+            np.array(list(counts.values())),
+            dataset.label,
+            drift_config.min_expected,
+        )
+        add("label", [test], [], len(values), sum(reference.label_counts.values()))
+
     n_labeled = 0
     realized = None
+    if labels is not None:
+        label_test(labels)
     if dataset.label in window:
         labeled = window[window[dataset.label].notna()]
         n_labeled = len(labeled)
-        labels = labeled[dataset.label].astype(str)
-        if reference.label_counts and n_labeled >= min_rows:
-            counts = _category_counts(labels, dataset.classes)
-            test = _chi2(
-                np.array([reference.label_counts.get(c, 0) for c in counts]),
-                np.array(list(counts.values())),
-                dataset.label,
-                drift_config.min_expected,
-            )
-            add("label", [test], [], n_labeled, sum(reference.label_counts.values()))
+        labels_here = labeled[dataset.label].astype(str)
+        if labels is None:
+            label_test(labels_here)
+        labels = labels_here
         if n_labeled and "prediction" in labeled:
             usable = labeled[labels.isin(dataset.classes) & labeled["prediction"].notna()]
             if len(usable):

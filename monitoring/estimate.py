@@ -15,9 +15,11 @@ where the realized value should fall if the model is still calibrated on this wi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 Metric = Literal["macro_f1", "accuracy"]
@@ -66,6 +68,77 @@ class RealizedPerformance(BaseModel):
     def value(self, metric: Metric = "macro_f1") -> float:
         """The realized value of ``metric``."""
         return self.macro_f1 if metric == "macro_f1" else self.accuracy
+
+
+class RealizedWindow(BaseModel):
+    """Realized performance of one labelled window, for the model version that scored it.
+
+    Labels arrive late: the window monitored today usually carries the labels of an
+    earlier window. This says which window and which version the numbers belong to.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    window_start: datetime = Field(description="Start of the window whose labels these are.")
+    window_end: datetime = Field(description="End of that window.")
+    model_version: str = Field(description="The version whose predictions were scored.")
+    performance: RealizedPerformance
+    reference_performance: float | None = Field(
+        default=None, description="That version's reference value of the policy metric."
+    )
+
+    def describe(self, metric: Metric = "accuracy") -> str:
+        """E.g. 'realized accuracy 0.640 on the labels of 08-02 (400 rows, v1)'."""
+        return (
+            f"realized {metric} {self.performance.value(metric):.3f} on the labels of "
+            f"{self.window_start:%Y-%m-%d %H:%M} ({self.performance.n_rows} rows, "
+            f"v{self.model_version})"
+        )
+
+
+def realized_windows(
+    rows: pd.DataFrame,
+    label: str,
+    classes: Sequence[str],
+    window_start: datetime,
+    window_end: datetime,
+    references: dict[str, float] | None = None,
+    version_column: str = "model_version",
+    prediction_column: str = "prediction",
+) -> list[RealizedWindow]:
+    """Realized performance of a labelled window, one entry per model version that scored it.
+
+    Args:
+        rows: prediction-log rows of the window with the labels joined (NaN: not arrived).
+        label: the label column.
+        classes: class names.
+        window_start, window_end: the labelled window.
+        references: each version's reference value of the policy metric, where known.
+
+    Returns:
+        Entries for the versions with at least one labelled row, largest first.
+    """
+    if rows.empty or label not in rows or version_column not in rows:
+        return []
+    labelled = rows[rows[label].notna() & rows[prediction_column].notna()]
+    labelled = labelled[labelled[label].astype(str).isin([str(c) for c in classes])]
+    out = []
+    for version, part in labelled.groupby(labelled[version_column].astype(str)):
+        performance = realized_performance(
+            part[label].astype(str).to_numpy(),
+            part[prediction_column].astype(str).to_numpy(),
+            classes,
+        )
+        out.append(
+            RealizedWindow(
+                window_start=window_start,
+                window_end=window_end,
+                model_version=str(version),
+                performance=performance,
+                reference_performance=(references or {}).get(str(version)),
+            )
+        )
+    return sorted(out, key=lambda r: -r.performance.n_rows)
 
 
 class PerformanceComparison(BaseModel):

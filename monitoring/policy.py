@@ -18,6 +18,13 @@ drop, an estimated drop without drift) alerts only.
 
 Persistence counts only windows after the last retrain: earlier ones were judged
 against the previous champion's reference.
+
+Every record is keyed by (window start, model version). Deciding a window that the state
+already holds for the same version *replays* the recorded decision and leaves the state
+unchanged: a flow retry or a manual re-run never counts a window twice, and never
+triggers a second retrain. Realized performance is judged only when the labelled rows
+were scored by the version being judged (after a promotion, the old version's labels say
+nothing about the new champion).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitoring.drift import DriftResult
-from monitoring.estimate import Metric, PerformanceEstimate
+from monitoring.estimate import Metric, PerformanceEstimate, RealizedPerformance, RealizedWindow
 
 Action = Literal["none", "alert", "retrain"]
 _PERFORMANCE = "performance"
@@ -114,16 +121,28 @@ class PolicyConfig(BaseModel):
 
 
 class WindowRecord(BaseModel):
-    """What the policy remembers of one window."""
+    """What the policy remembers of one window (keyed by window start and model version)."""
 
     model_config = ConfigDict(frozen=True)
 
-    at: datetime
+    at: datetime = Field(description="When the window was decided.")
+    window_start: datetime | None = Field(
+        default=None, description="Start of the window decided (None in old state files)."
+    )
+    model_version: str = Field(default="", description="The champion the window was judged for.")
     drifted: list[str] = Field(description="Enabled modalities that drifted.")
     estimated_drop: bool
     realized_drop: bool | None = Field(description="None when too few labels.")
+    labelled_window: datetime | None = Field(
+        default=None, description="Start of the labelled window the realized drop is about."
+    )
     action: Action
     fingerprint: str
+    reasons: list[str] = Field(default_factory=list, description="The decision's reasons.")
+
+    @property
+    def order(self) -> datetime:
+        return self.window_start or self.at
 
 
 class PolicyState(BaseModel):
@@ -145,6 +164,13 @@ class PolicyState(BaseModel):
     def last_retrain(self) -> datetime | None:
         return max(self.retrains) if self.retrains else None
 
+    def find(self, window_start: datetime, model_version: str) -> WindowRecord | None:
+        """The record of this window judged for this version, if it was decided before."""
+        for record in self.history:
+            if record.window_start == window_start and record.model_version == model_version:
+                return record
+        return None
+
 
 class Decision(BaseModel):
     """What to do about a window, why, and the state to store for the next run."""
@@ -158,6 +184,11 @@ class Decision(BaseModel):
         "none: equal fingerprints on consecutive alerts mean the same ongoing drift."
     )
     state: PolicyState
+    replayed: bool = Field(
+        default=False,
+        description="The window was decided before for the same version: this is the "
+        "recorded decision, the state is unchanged and nothing is to be done again.",
+    )
 
 
 def _fingerprint(drifted: list[str], estimated_drop: bool, realized_drop: bool) -> str:
@@ -177,33 +208,74 @@ def decide(
     state: PolicyState,
     config: PolicyConfig,
     now: datetime,
+    *,
+    window_start: datetime | None = None,
+    model_version: str = "",
+    realized: RealizedWindow | None = None,
 ) -> Decision:
     """Decide what a window calls for.
 
     Args:
-        result: the window's drift (its ``realized`` performance is used when present).
+        result: the window's drift.
         estimate: the window's label-free performance estimate.
         reference_performance: the champion's ``config.metric`` on its reference data.
         state: the policy state after the previous window.
         config: the policy.
         now: the decision time, timezone-aware.
+        window_start: the window's key; with it, a window already decided for
+            ``model_version`` replays its recorded decision, and persistence counts the
+            windows before this one.
+        model_version: the champion the window is judged for.
+        realized: performance on the labels that arrived (a labelled window, usually an
+            earlier one); judged only when its predictions came from ``model_version``.
+            Without it, ``result.realized`` (labels of this window) is used.
 
     Raises:
         ValueError: ``now`` is naive.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if window_start is not None:
+        known = state.find(window_start, model_version)
+        if known is not None:
+            return Decision(
+                action=known.action,
+                reasons=known.reasons,
+                fingerprint=known.fingerprint,
+                state=state,
+                replayed=True,
+            )
     reasons: list[str] = []
     last_retrain = state.last_retrain
-    recent = [r for r in state.history if last_retrain is None or r.at > last_retrain]
+    recent = sorted(
+        (
+            r
+            for r in state.history
+            if (last_retrain is None or r.at > last_retrain)
+            and (window_start is None or r.window_start is None or r.window_start < window_start)
+        ),
+        key=lambda r: r.order,
+    )
 
     drifted = [m for m in result.drifted_modalities if config.for_modality(m).enabled]
     floor = reference_performance - config.performance_drop
     estimated = estimate.value(config.metric)
     estimated_drop = estimated <= floor
+    judged: RealizedPerformance | None = None
+    labelled_window: datetime | None = None
+    if realized is not None:
+        if model_version and realized.model_version != model_version:
+            reasons.append(
+                f"{realized.describe(config.metric)} is not judged: those rows were scored "
+                f"by v{realized.model_version}, the champion is v{model_version}"
+            )
+        else:
+            judged, labelled_window = realized.performance, realized.window_start
+    elif result.realized is not None:
+        judged = result.realized
     realized_drop: bool | None = None
-    if result.realized is not None and result.realized.n_rows >= config.min_labeled_rows:
-        realized_drop = result.realized.value(config.metric) <= floor
+    if judged is not None and judged.n_rows >= config.min_labeled_rows:
+        realized_drop = judged.value(config.metric) <= floor
 
     for modality in drifted:
         drift = result.modalities[modality]
@@ -216,11 +288,12 @@ def decide(
             f"estimated {config.metric} {estimated:.3f} is {reference_performance - estimated:.3f}"
             f" below the reference {reference_performance:.3f}"
         )
-    if realized_drop and result.realized is not None:
-        realized = result.realized.value(config.metric)
+    if realized_drop and judged is not None:
+        value = judged.value(config.metric)
+        where = f" of {labelled_window:%Y-%m-%d %H:%M}" if labelled_window else ""
         reasons.append(
-            f"realized {config.metric} {realized:.3f} on {result.realized.n_rows} labels is "
-            f"{reference_performance - realized:.3f} below the reference {reference_performance:.3f}"
+            f"realized {config.metric} {value:.3f} on {judged.n_rows} labels{where} is "
+            f"{reference_performance - value:.3f} below the reference {reference_performance:.3f}"
         )
 
     persistent: list[str] = []
@@ -237,7 +310,13 @@ def decide(
                 f"{modality} drifted in {count} of the last {policy.persistence_n} windows "
                 f"(retraining needs {policy.persistence_k})"
             )
-    labelled = [r.realized_drop for r in recent if r.realized_drop is not None]
+    # One verdict per labelled window: the same labels seen by two runs count once.
+    seen: dict[object, bool] = {}
+    for r in recent:
+        same_labels = labelled_window is not None and r.labelled_window == labelled_window
+        if r.realized_drop is not None and not same_labels:
+            seen[r.labelled_window or r.order] = r.realized_drop
+    labelled = list(seen.values())
     concept = False
     if realized_drop is not None:
         n_past = config.concept_persistence_n - 1
@@ -280,19 +359,24 @@ def decide(
         action = "alert"
 
     fingerprint = _fingerprint(drifted, estimated_drop, bool(realized_drop))
+    if action == "none":
+        reasons = reasons or ["no drift and no performance drop"]
     record = WindowRecord(
         at=now,
+        window_start=window_start,
+        model_version=model_version,
         drifted=drifted,
         estimated_drop=estimated_drop,
         realized_drop=realized_drop,
+        labelled_window=labelled_window,
         action=action,
         fingerprint=fingerprint,
+        reasons=reasons,
     )
     horizon = now - timedelta(days=7)
+    history = sorted([*state.history, record], key=lambda r: r.order)
     new_state = PolicyState(
-        history=[*state.history, record][-config.history_size :],
+        history=history[-config.history_size :],
         retrains=[t for t in retrains if t > horizon or t == max(retrains)],
     )
-    if action == "none":
-        reasons = reasons or ["no drift and no performance drop"]
     return Decision(action=action, reasons=reasons, fingerprint=fingerprint, state=new_state)

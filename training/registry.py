@@ -219,6 +219,39 @@ def _flat_params(prefix: str, values: Mapping[str, object]) -> list[Param]:
     return [Param(f"{prefix}{k}", str(v)[:6000]) for k, v in values.items()]
 
 
+REFERENCE_ROWS_TAG = "mmops.reference_rows"
+
+
+def select_reference_rows(
+    held_out: pd.DataFrame,
+    timestamp: str,
+    since: datetime | None,
+    min_rows: int,
+) -> tuple[pd.DataFrame, str]:
+    """The held-out rows the monitoring reference is drawn from, and a note saying which.
+
+    Args:
+        held_out: rows the model was not fitted on.
+        timestamp: their event-time column.
+        since: keep only rows stamped from then on (the start of a shift), if enough.
+        min_rows: fewer rows than this after ``since`` keep the whole held-out set.
+    """
+    if since is None:
+        return held_out, f"all {len(held_out)} held-out rows"
+    stamps = pd.to_datetime(held_out[timestamp], utc=True)
+    recent = held_out[(stamps >= pd.Timestamp(since)).to_numpy()]
+    if len(recent) >= min_rows:
+        return (
+            recent.reset_index(drop=True),
+            f"{len(recent)} held-out rows stamped from {pd.Timestamp(since):%Y-%m-%d %H:%M} UTC "
+            f"on (after the shift this retrain answers)",
+        )
+    return held_out, (
+        f"all {len(held_out)} held-out rows: only {len(recent)} stamped after the shift's "
+        f"start {pd.Timestamp(since):%Y-%m-%d %H:%M} UTC, fewer than {min_rows}"
+    )
+
+
 def log_training_run(
     client: MlflowClient,
     experiment_id: str,
@@ -232,8 +265,16 @@ def log_training_run(
     run_name: str | None = None,
     reference_max_rows: int = 5000,
     retry: RetryConfig | None = None,
+    reference_since: datetime | None = None,
+    reference_min_rows: int = 200,
 ) -> RunRecord:
     """Log one training run: params, metrics, plots, card, manifest, reference, pyfunc model.
+
+    The monitoring reference is a sample of the held-out rows (validation + test). With
+    ``reference_since`` (a drift retrain: when the shift began) it holds only the
+    held-out rows stamped from then on, provided there are ``reference_min_rows`` of
+    them, so the new champion is not judged against the world before the change; the
+    run's ``mmops.reference_rows`` tag says which rows were used.
 
     Artifacts: ``model/`` (pyfunc), ``model_card.md``, ``plots/reliability.png``,
     ``plots/confusion_matrix.png``, ``manifest/training_manifest.json``,
@@ -318,9 +359,17 @@ def log_training_run(
                 (root / "validation" / "validation_summary.txt").write_text(
                     validation_summary, encoding="utf-8"
                 )
+            held_out, reference_note = select_reference_rows(
+                result.splits.unseen, config.timestamp, reference_since, reference_min_rows
+            )
+            call_with_retry(
+                lambda: client.set_tag(run_id, REFERENCE_ROWS_TAG, reference_note),
+                retry,
+                "tag reference rows",
+            )
             reference = build_reference_sample(
                 result.model,
-                result.splits.unseen,
+                held_out,
                 config.label,
                 keep_columns=[
                     config.entity_key,

@@ -216,7 +216,7 @@ def test_html_part_escapes_everything():
     _, html = parts(message)
     assert "<script>" not in html and "<img" not in html and "<b>reviews" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "&lt;img src=x onerror=&quot;steal()&quot;&gt; great &amp; cheap" in html
+    assert "&lt;img src=x onerror=&#34;steal()&#34;&gt; great &amp; cheap" in html
 
 
 def test_free_text_is_scrubbed_in_both_parts():

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from features.schema import DatasetConfig
+from monitoring.assessment import ChampionInfo, WindowAssessment
 from monitoring.drift import DriftConfig, DriftResult, compute_drift, fit_drift_reference
-from monitoring.estimate import estimate_performance
+from monitoring.estimate import estimate_performance, realized_windows
 from monitoring.policy import Decision, PolicyState
 from monitoring.reports import (
     DRIFT_JSON,
@@ -122,21 +123,50 @@ def decision(drift) -> Decision:
     )
 
 
+def make_assessment(drift, estimate, decision, window=None, config=None, start=START):
+    """An assessment of the window judged for v7; the labelled window is the day before."""
+    realized = []
+    if window is not None:
+        realized = realized_windows(
+            window.assign(model_version="7"),
+            "y",
+            config.classes,
+            start - timedelta(days=1),
+            start,
+            {"7": 0.8},
+        )
+    return WindowAssessment(
+        dataset="tiny",
+        window_start=start,
+        window_end=start + timedelta(days=1),
+        champion=ChampionInfo(name="tiny-classifier", version="7", run_id="r1", performance=0.8),
+        n_rows=drift.n_rows,
+        metric="macro_f1",
+        drift=drift,
+        estimate=estimate,
+        labelled_start=start - timedelta(days=1),
+        labelled_end=start,
+        realized=realized,
+        decision=decision,
+        decided_at=start + timedelta(days=1),
+    )
+
+
 @pytest.fixture(scope="module")
-def report(
-    tmp_path_factory, reference_frame, window, config, drift, estimate, decision, drift_reference
-):
+def assessment(drift, estimate, decision, window, config) -> WindowAssessment:
+    return make_assessment(drift, estimate, decision, window, config)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, reference_frame, window, config, assessment, drift_reference):
     out = tmp_path_factory.mktemp("report")
     return build_window_report(
         reference_frame,
         window,
         config,
-        drift,
-        estimate,
+        assessment,
         out / "w1",
-        decision=decision,
         drift_reference=drift_reference,
-        model_version="7",
         max_reference_rows=400,
     )
 
@@ -166,6 +196,8 @@ def test_html_names_the_tabular_columns_and_the_verdicts(report, config, drift):
         assert f"Calibrated drift: {modality}" in html
     assert "DRIFTED" in html and "no drift" in html
     assert "Monitoring decision" in html and "alert" in html
+    # The realized metric names the labelled window and the version it scored.
+    assert "on the labels of 2024-02-29 00:00" in html and "v7" in html
 
 
 def test_json_snapshot_parses_and_carries_our_verdicts(report, drift):
@@ -215,19 +247,20 @@ def test_reference_is_subsampled_for_the_report(report, window):
     assert report.n_window == len(window)
 
 
-def test_report_without_drift_reference_or_estimate(
-    tmp_path, reference_frame, window, config, drift
+def test_report_without_drift_reference_or_labels(
+    tmp_path, reference_frame, window, config, drift, estimate, decision
 ):
+    bare = make_assessment(drift, estimate, decision)
     result = build_window_report(
-        reference_frame.iloc[:200], window.iloc[:100], config, drift, None, tmp_path
+        reference_frame.iloc[:200], window.iloc[:100], config, bare, tmp_path
     )
     assert "pic_emb_pc1" in result.columns
-    assert "not decided" in result.html.read_text(encoding="utf-8")
+    assert "no labels have arrived" in result.html.read_text(encoding="utf-8")
 
 
-def test_empty_window_is_rejected(tmp_path, reference_frame, window, config, drift):
+def test_empty_window_is_rejected(tmp_path, reference_frame, window, config, assessment):
     with pytest.raises(ValueError, match="rows"):
-        build_window_report(reference_frame, window.iloc[:0], config, drift, None, tmp_path)
+        build_window_report(reference_frame, window.iloc[:0], config, assessment, tmp_path)
 
 
 def test_report_directory_is_portable():
@@ -242,7 +275,7 @@ def test_report_directory_is_portable():
 def _history(drift, estimate, decision, n: int = 8) -> pd.DataFrame:
     rows = []
     for i in range(n):
-        row = drift_history_row(drift, estimate, decision if i >= n // 2 else None)
+        row = drift_history_row(make_assessment(drift, estimate, decision))
         row["window_start"] = START + timedelta(days=i)
         row["realized_accuracy"] = 0.7 if i % 3 == 0 else float("nan")
         rows.append(row)
@@ -250,13 +283,14 @@ def _history(drift, estimate, decision, n: int = 8) -> pd.DataFrame:
     return history_frame(rows[::-1])
 
 
-def test_history_row_has_one_p_value_per_modality(drift, estimate, decision):
-    row = drift_history_row(drift, estimate, decision)
+def test_history_row_has_one_p_value_per_modality(drift, estimate, decision, assessment):
+    row = drift_history_row(assessment)
     assert {f"p_{m}" for m in drift.modalities} <= set(row)
-    assert row["action"] == "alert"
+    assert row["action"] == "alert" and row["model_version"] == "7"
     assert row["estimated_accuracy"] == pytest.approx(estimate.expected_accuracy)
     assert row["threshold"] == pytest.approx(drift.modalities["text"].threshold)
-    assert np.isnan(drift_history_row(drift, None, None)["estimated_accuracy"])
+    # A window's own realized performance is unknown when it is monitored.
+    assert "realized_accuracy" not in row
 
 
 def test_history_frame_is_sorted(drift, estimate, decision):
@@ -353,46 +387,47 @@ class FakeClient:
         self.runs[run_id]["status"] = status
 
 
-def test_log_window_report_sends_metrics_tags_and_artifacts(report, drift, estimate, decision):
+def test_log_window_report_sends_metrics_tags_and_artifacts(report, drift, estimate, assessment):
     client = FakeClient()
-    run_id = log_window_report(
-        client,
-        "monitoring",
-        report,
-        drift,
-        estimate,
-        decision,
-        {"dataset": "tiny"},
-        model_version="7",
-    )
-    run = client.runs[run_id]
+    logged = log_window_report(client, "monitoring", report, assessment, {"dataset": "tiny"})
+    run = client.runs[logged.run_id]
     assert run["status"] == "FINISHED"
     for modality, result in drift.modalities.items():
         assert run["metrics"][f"drift.{modality}.p_value"] == pytest.approx(result.p_value)
         assert run["metrics"][f"drift.{modality}.drifted"] == float(result.drifted)
     assert run["metrics"]["drift.n_drifted"] == 2.0
     assert run["metrics"]["estimate.accuracy"] == pytest.approx(estimate.expected_accuracy)
-    assert run["metrics"]["realized.accuracy"] == pytest.approx(drift.realized.accuracy)
+    labelled = assessment.main_realized
+    assert run["metrics"]["labelled.accuracy"] == pytest.approx(labelled.performance.accuracy)
+    assert run["tags"]["labelled.window_start"] == labelled.window_start.isoformat()
+    assert run["tags"]["labelled.model_version"] == "7"
     assert run["tags"]["decision.action"] == "alert"
     assert run["tags"]["decision.fingerprint"] == "tabular+text"
     assert run["tags"]["model_version"] == "7" and run["tags"]["dataset"] == "tiny"
     assert sorted(run["artifacts"]) == [
+        "report/assessment.json",
         "report/drift.json",
         "report/report.html",
         "report/report.json",
     ]
 
 
-def test_logging_a_window_again_replaces_its_run(report, drift, estimate, decision):
+def test_logging_a_window_again_replaces_its_run(report, assessment):
     client = FakeClient()
-    first = log_window_report(client, "monitoring", report, drift, estimate, decision)
-    second = log_window_report(client, "monitoring", report, drift, estimate, decision)
-    assert first != second and client.deleted == [first]
+    first = log_window_report(client, "monitoring", report, assessment)
+    second = log_window_report(client, "monitoring", report, assessment)
+    assert first.run_id != second.run_id and client.deleted == [first.run_id]
+    assert second.url("http://ui:5000/") == (
+        f"http://ui:5000/#/experiments/{second.experiment_id}/runs/{second.run_id}"
+    )
+    assert second.experiment_id != "0"
 
 
-def test_window_without_a_modality_still_reports(tmp_path, reference_frame, window, config, drift):
+def test_window_without_a_modality_still_reports(
+    tmp_path, reference_frame, window, config, assessment
+):
     no_text = window.iloc[:100].assign(note_present=0)
-    result = build_window_report(reference_frame, no_text, config, drift, None, tmp_path)
+    result = build_window_report(reference_frame, no_text, config, assessment, tmp_path)
     assert not any(c.startswith("note_emb") for c in result.columns)
     assert "pic_emb_pc1" in result.columns
 
