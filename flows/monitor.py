@@ -456,7 +456,7 @@ def record_history(runtime: Runtime, assessment: WindowAssessment, logged: Logge
         path, rebuild=lambda: history_from_runs(client, _monitoring_experiment(runtime))
     )
     history = upsert_history(before, assessment)
-    if not (len(before) == len(history) and before.equals(history)):
+    if not path.exists() or not (len(before) == len(history) and before.equals(history)):
         save_history(history, path)
     plot = plot_drift_history(history, runtime.settings.reports_dir / "drift_history.png")
     client.log_artifact(logged.run_id, str(plot), "history")

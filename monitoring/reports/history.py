@@ -115,7 +115,7 @@ def history_from_runs(client: MlflowClient, experiment_name: str) -> pd.DataFram
     )
     by_start: dict[pd.Timestamp, dict[str, Any]] = {}
     labelled: list[tuple[pd.Timestamp, dict[str, Any]]] = []
-    for run in runs:
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):  # the latest run wins
         tags, metrics = run.data.tags, run.data.metrics
         if "mmops.window_start" not in tags:
             continue

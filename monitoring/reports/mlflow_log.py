@@ -109,8 +109,10 @@ def log_window_report(
     record of the window (to rebuild the policy state) and ``tags``. Artifacts: the
     report files under ``report/``.
 
-    A window logged before (same ``mmops.window_start`` tag) has its old run deleted, so
-    each window keeps exactly one active run.
+    A window logged before for the same version (same ``mmops.window_start`` and
+    ``model_version`` tags) has its old run deleted, so each (window, version) keeps
+    exactly one active run; the run of a window judged for an earlier champion stays, as
+    the record of that decision.
 
     ``artifact_location`` (a URI) is used only when the experiment is created here.
     """
@@ -119,7 +121,9 @@ def log_window_report(
     drift, decision = assessment.drift, assessment.decision
     window_key = assessment.window_start.isoformat()
     previous = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{WINDOW_TAG}` = '{window_key}'"
+        [experiment_id],
+        filter_string=f"tags.`{WINDOW_TAG}` = '{window_key}' and "
+        f"tags.`model_version` = '{assessment.champion.version}'",
     )
     for run in previous:
         client.delete_run(run.info.run_id)

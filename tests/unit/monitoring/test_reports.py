@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -354,11 +355,12 @@ class FakeClient:
         return self.experiments[name]
 
     def search_runs(self, experiment_ids, filter_string):
-        window = filter_string.split("= '")[1].rstrip("'")
+        wanted = dict(re.findall(r"tags\.`([^`]+)` = '([^']*)'", filter_string))
         return [
             FakeRun(run_id)
             for run_id, run in self.runs.items()
-            if run["tags"].get("mmops.window_start") == window and run_id not in self.deleted
+            if all(run["tags"].get(k) == v for k, v in wanted.items())
+            and run_id not in self.deleted
         ]
 
     def delete_run(self, run_id):
@@ -421,6 +423,12 @@ def test_logging_a_window_again_replaces_its_run(report, assessment):
         f"http://ui:5000/#/experiments/{second.experiment_id}/runs/{second.run_id}"
     )
     assert second.experiment_id != "0"
+    # The same window judged for another version is another decision: its run stays.
+    other = assessment.model_copy(
+        update={"champion": assessment.champion.model_copy(update={"version": "8"})}
+    )
+    third = log_window_report(client, "monitoring", report, other)
+    assert client.deleted == [first.run_id] and third.run_id != second.run_id
 
 
 def test_window_without_a_modality_still_reports(
