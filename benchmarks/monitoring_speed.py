@@ -32,26 +32,35 @@ import platform
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.demo_data import GenerationShift, demo_dataset_config
-from monitoring.drift import compute_drift, fit_drift_reference
-from monitoring.estimate import estimate_performance
-from monitoring.policy import PolicyConfig, PolicyState, decide
+from monitoring.assessment import ChampionInfo, assess_window
+from monitoring.drift import DriftConfig, fit_drift_reference
+from monitoring.policy import PolicyConfig, PolicyState
 from monitoring.reports import build_window_report, drift_history_row
 from tests.unit.monitoring.synthetic import scored_frame
 
 
 def _decisions(reference, window, config, seed: int):
-    drift = compute_drift(reference, window, seed=seed)
-    probas = window[[f"proba_{c}" for c in config.classes]].to_numpy()
-    estimate = estimate_performance(probas, config.classes, seed=seed)
-    decision = decide(drift, estimate, 0.80, PolicyState(), PolicyConfig(), datetime.now(UTC))
-    return drift, estimate, decision
+    """The monitor's assessment of the window (drift, estimate, decision), as in production."""
+    start = datetime(2026, 8, 1, tzinfo=UTC)
+    return assess_window(
+        dataset=config,
+        window=window,
+        window_start=start,
+        window_end=start + timedelta(days=1),
+        champion=ChampionInfo(name="bench", version="1", run_id="-", performance=0.80),
+        drift_reference=reference,
+        state=PolicyState(),
+        policy=PolicyConfig(),
+        drift_config=DriftConfig(),
+        seed=seed,
+    )
 
 
 def _stock_frame(frame: pd.DataFrame, config, embeddings: list[str]) -> tuple[pd.DataFrame, dict]:
@@ -129,22 +138,20 @@ def main() -> None:
         out = Path(tmp)
         for i in range(args.repeats):
             started = time.perf_counter()
-            drift, estimate, decision = _decisions(reference, window, config, seed=i)
+            assessment = _decisions(reference, window, config, seed=i)
             decision_times.append(time.perf_counter() - started)
 
             started = time.perf_counter()
-            drift, estimate, decision = _decisions(reference, window, config, seed=i)
+            assessment = _decisions(reference, window, config, seed=i)
             report = build_window_report(
                 reference_frame,
                 window,
                 config,
-                drift,
-                estimate,
+                assessment,
                 out / f"cycle{i}",
-                decision=decision,
                 drift_reference=reference,
             )
-            drift_history_row(drift, estimate, decision)
+            drift_history_row(assessment)
             cycle_times.append(time.perf_counter() - started)
             report_times.append(report.seconds)
         html_mb = report.html.stat().st_size / 1e6
@@ -159,8 +166,8 @@ def main() -> None:
     print(
         f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}; window {args.window_rows:,} rows vs "
-        f"reference {args.reference_rows:,}; drifted: {', '.join(drift.drifted_modalities)}; "
-        f"action: {decision.action}"
+        f"reference {args.reference_rows:,}; drifted: "
+        f"{', '.join(assessment.drift.drifted_modalities)}; action: {assessment.decision.action}"
     )
     print(
         f"fit_drift_reference (once per champion): {fit_seconds:.2f} s; "

@@ -154,9 +154,7 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
                     "drifted": ",".join(m.drifted) or "-",
                     "est. acc": round(m.estimated_accuracy, 3),
                     "action": m.action,
-                    "email": "sent"
-                    if m.email.startswith("sent")
-                    else ("-" if m.email == "disabled" else "deduplicated"),
+                    "email": _email_cell(m.action, m.email),
                     "retrain": "-"
                     if m.retrain_version is None
                     else f"v{m.retrain_version} {'promoted' if m.retrain_promoted else 'rejected'}",
@@ -188,6 +186,16 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     create_table_artifact(key="demo-summary", table=shown.to_dict("records"))
     create_markdown_artifact(key="demo-plot", markdown=f"Drift and accuracy plot: `{plot}`")
     return table
+
+
+def _email_cell(action: str, email: str) -> str:
+    if email.startswith("sent"):
+        return "sent"
+    if email.startswith("failed"):
+        return "in outbox"
+    if action == "none" or email == "disabled":
+        return "-"
+    return "deduplicated"
 
 
 def _scenario_of(params: DemoParams, day: int) -> str:
@@ -298,7 +306,9 @@ def _plot(runtime: Runtime, table: pd.DataFrame, params: DemoParams, history_end
         }
     )
     retrains = table.loc[table["retrain"].str.contains("promoted"), "_start"].tolist()
-    onset = history_end + timedelta(days=params.onset_day)
+    onset = [history_end + timedelta(days=params.onset_day)]
+    if params.then_scenario:
+        onset.append(history_end + timedelta(days=params.then_day))
     path = runtime.settings.reports_dir / "demo_drift_and_accuracy.png"
     return plot_drift_history(
         records,

@@ -160,7 +160,7 @@ def history_from_runs(client: MlflowClient, experiment_name: str) -> pd.DataFram
 def plot_drift_history(
     records: pd.DataFrame,
     path: str | Path,
-    onset: datetime | None = None,
+    onset: datetime | Sequence[datetime] | None = None,
     retrains: Iterable[datetime] = (),
     threshold: float | None = None,
     title: str = "Drift and performance over windows",
@@ -173,7 +173,7 @@ def plot_drift_history(
             ``action``; optional ``threshold``, ``estimated_accuracy_low`` / ``_high``.
             :func:`drift_history_row` builds them.
         path: PNG file to write (its folder is created).
-        onset: when the drift started, drawn as a dashed line.
+        onset: when the drift started (one time, or one per shift), drawn as dashed lines.
         retrains: retraining times, drawn as solid lines (windows whose ``action`` is
             ``retrain`` are marked too).
         threshold: the p-value level when ``records`` has no ``threshold`` column.
@@ -248,8 +248,11 @@ def plot_drift_history(
     if "action" in frame:
         retrain_times += list(x[frame["action"] == "retrain"])
     for axis in (top, bottom):
-        if onset is not None:
-            axis.axvline(_utc(onset), color="red", linestyle="--", label="drift onset")
+        onsets = [] if onset is None else [onset] if isinstance(onset, datetime) else onset
+        for i, moment in enumerate(onsets):
+            axis.axvline(
+                _utc(moment), color="red", linestyle="--", label="drift onset" if i == 0 else None
+            )
         for i, moment in enumerate(sorted(set(_utc(t) for t in retrain_times))):
             axis.axvline(
                 moment, color="green", linestyle="-", alpha=0.7, label="retrain" if i == 0 else None
