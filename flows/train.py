@@ -14,8 +14,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.errors import EmptyWindowError
 from features.store import get_training_frame, read_labels
 from features.validation import ValidationResult, check_batch
+from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime
 from monitoring.drift import DriftConfig, fit_drift_reference
 from training.evaluate import EvaluationResult, GateConfig, PromotionDecision, evaluate_model
@@ -66,13 +68,19 @@ def registered_model_name(runtime: Runtime) -> str:
     return f"{runtime.config.name}-classifier"
 
 
-@task(retries=2, retry_delay_seconds=5, timeout_seconds=900, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=900,
+    cache_policy=NO_CACHE,
+)
 def load_training_set(
     runtime: Runtime, start: datetime | None, end: datetime | None
 ) -> pd.DataFrame:
     labels = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
     if labels.empty:
-        raise ValueError(f"no labels between {start} and {end}: nothing to train on")
+        raise EmptyWindowError(f"no labels between {start} and {end}: nothing to train on")
     return get_training_frame(runtime.store, runtime.config, labels)
 
 
@@ -101,7 +109,13 @@ def evaluate(runtime: Runtime, result: TrainResult) -> EvaluationResult:
     return evaluate_model(result.model, result.splits.test, runtime.config.label)
 
 
-@task(retries=1, retry_delay_seconds=10, timeout_seconds=900, cache_policy=NO_CACHE)
+@task(
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=900,
+    cache_policy=NO_CACHE,
+)
 def log_and_register(
     runtime: Runtime,
     result: TrainResult,
@@ -145,7 +159,13 @@ def _log_drift_reference(client, record: RunRecord, runtime: Runtime, drift: Dri
         client.log_artifact(record.run_id, str(path), DRIFT_REFERENCE_ARTIFACT)
 
 
-@task(retries=1, retry_delay_seconds=10, timeout_seconds=900, cache_policy=NO_CACHE)
+@task(
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=900,
+    cache_policy=NO_CACHE,
+)
 def promote(
     runtime: Runtime, version: str, holdout: pd.DataFrame, gate: GateConfig
 ) -> PromotionDecision:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.errors import EmptyWindowError
 from features.schema import DatasetConfig
 from features.store import RESCORE, merge_day_files, read_day_files
 
@@ -57,7 +58,7 @@ def score_frame(
         ValueError: the model's output lacks a class probability or does not sum to 1.
     """
     if features.empty:
-        raise ValueError("nothing to score: the feature frame is empty")
+        raise EmptyWindowError("nothing to score: the feature frame is empty")
     outputs = model.predict(features) if hasattr(model, "predict") else model(features)
     outputs = pd.DataFrame(outputs).reset_index(drop=True)
     missing = [c for c in proba_columns(config) if c not in outputs.columns]

@@ -38,6 +38,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.errors import NoChampionError
 from features.schema import DatasetConfig
 from training.evaluate import (
     EvaluationResult,
@@ -572,6 +573,8 @@ def load_registered_pyfunc(
 
     version = _current_alias(client, name, alias)
     if version is None:
+        if alias == CHAMPION:
+            raise NoChampionError(f"no version of {name} holds alias {alias!r}")
         raise LookupError(f"no version of {name} holds alias {alias!r}")
     target = Path(dst or tempfile.mkdtemp(prefix="mmops-model-"))
     return mlflow.pyfunc.load_model(str(download_version(client, name, version, target)))
@@ -730,7 +733,7 @@ def rollback_champion(
     with _promotion_lock(client, name, lock_path, lock_timeout_s):
         current = current_champion(client, name)
         if current is None:
-            raise LookupError(f"{name} has no champion to roll back")
+            raise NoChampionError(f"{name} has no champion to roll back")
         lineage = _champion_lineage(client, name)
         if lineage and lineage[-1] != current:
             lineage = [*lineage, current]  # champion set outside mmops: treat as latest
