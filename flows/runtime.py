@@ -18,9 +18,9 @@ from features.errors import InvalidConfigError
 from features.ingest import IngestPaths
 from features.schema import DatasetConfig, load_dataset_config
 from features.store import prepare_store
-from flows.profiles import client_environment, feast_stores
+from flows.profiles import client_environment, feast_stores, promotion_lock_dsn
 from flows.settings import Settings, get_settings
-from training.registry import default_artifact_location
+from training.registry import PromotionLock, default_artifact_location, postgres_promotion_lock
 
 
 @dataclass
@@ -48,6 +48,13 @@ class Runtime:
         if self.settings.profile == "prod":
             return None
         return default_artifact_location(self.settings.data_dir)
+
+    @property
+    def promotion_lock(self) -> PromotionLock | None:
+        """The registry's promotion lock: a PostgreSQL advisory lock in the prod profile;
+        None in the embedded one (the registry then uses a file lock beside SQLite)."""
+        dsn = promotion_lock_dsn(self.settings)
+        return postgres_promotion_lock(dsn) if dsn else None
 
     @property
     def ingest_paths(self) -> IngestPaths:
