@@ -33,9 +33,7 @@ def test_merging_twice_keeps_one_row_per_entity_and_timestamp(tmp_path):
     assert len(read_day_files(tmp_path, "id", "ts")) == 15
 
 
-def test_a_truncated_day_file_is_moved_aside_and_the_reader_names_it_and_the_fix(
-    tmp_path, caplog
-):
+def test_a_truncated_day_file_is_moved_aside_and_the_reader_names_it_and_the_fix(tmp_path, caplog):
     merge_day_files(_rows(range(10)), tmp_path, "id", "ts")
     merge_day_files(_rows(range(10), day="2026-06-02"), tmp_path, "id", "ts")
     day = tmp_path / "2026-06-01.parquet"
