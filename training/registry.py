@@ -545,15 +545,15 @@ def _find_or_create_version(
     record: RunRecord,
     retry: RetryConfig,
     sleep: Callable[[float], None] = time.sleep,
-) -> str:
-    """Create the run's version unless it exists. ``create_model_version`` is not
+) -> tuple[str, bool]:
+    """Create the run's version unless it exists; returns it and whether this call made it. ``create_model_version`` is not
     idempotent, so it is never retried blindly: after a failed call the version is looked
     up by run id first (the server may have created it before the connection dropped)."""
     delay = retry.initial_delay_s
     for attempt in range(1, retry.attempts + 1):
         found = find_run_version(client, name, record.run_id, retry)
         if found is not None:
-            return found
+            return found, attempt > 1  # found after a failed create: ours
         try:
             created = client.create_model_version(
                 name,
@@ -562,7 +562,7 @@ def _find_or_create_version(
                 description=record.model_card,
                 tags={STATE_TAG: "registering", "mmops.run_id": record.run_id},
             )
-            return str(created.version)
+            return str(created.version), True
         except Exception as error:
             if not is_transient(error):
                 raise
@@ -613,7 +613,7 @@ def register_version(
                 raise
 
     call_with_retry(create_model, retry, "create registered model")
-    version = _find_or_create_version(client, name, record, retry)
+    version, created = _find_or_create_version(client, name, record, retry)
     try:
         call_with_retry(
             lambda: client.set_model_version_tag(name, version, "mmops.run_id", record.run_id),
@@ -628,7 +628,8 @@ def register_version(
             "tag version",
         )
     except BaseException as error:
-        _remove_version(client, name, version)
+        if created:  # a version an earlier attempt made is left for the retry to complete
+            _remove_version(client, name, version)
         if isinstance(error, RegistryUnavailableError):
             raise
         raise RegistrationError(f"registering {name} v{version} failed: {error}") from error
@@ -648,6 +649,12 @@ def _assign_challenger(
     tags = call_with_retry(
         lambda: client.get_model_version(name, version).tags, retry, "read version"
     )
+    recorded = any(
+        e.alias == CHALLENGER and e.action == "assign" and e.version == version
+        for e in alias_history(client, name)
+    )
+    if recorded and tags.get(STATE_TAG) == "registered":
+        return  # complete already: a later version may hold challenger by now
     holder = call_with_retry(
         lambda: _current_alias(client, name, CHALLENGER), retry, "read challenger"
     )
@@ -668,10 +675,6 @@ def _assign_challenger(
             retry,
             "set challenger alias",
         )
-    recorded = any(
-        e.alias == CHALLENGER and e.action == "assign" and e.version == version
-        for e in alias_history(client, name)
-    )
     if not recorded:
         call_with_retry(
             lambda: _record(
@@ -693,11 +696,13 @@ def _assign_challenger(
 
 
 def _remove_version(client: MlflowClient, name: str, version: str) -> None:
-    """Best-effort cleanup: drop a half-registered version (and with it any alias)."""
+    """Best-effort cleanup: drop a half-registered version (and with it any alias).
+    A version holding ``champion`` is never removed."""
     try:
-        for alias in (CHALLENGER, CHAMPION):
-            if _current_alias(client, name, alias) == version:
-                client.delete_registered_model_alias(name, alias)
+        if _current_alias(client, name, CHAMPION) == version:
+            return
+        if _current_alias(client, name, CHALLENGER) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
         client.delete_model_version(name, version)
     except Exception:
         log.exception("could not remove half-registered %s v%s; tag it instead", name, version)
