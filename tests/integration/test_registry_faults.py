@@ -110,6 +110,11 @@ def test_a_registration_retried_after_a_lost_response_creates_no_duplicate(env):
     assert versions[0].tags["mmops.state"] == "registered"
     assigned = [e for e in alias_history(client, name) if e.alias == CHALLENGER]
     assert [(e.action, e.version) for e in assigned] == [("assign", version)]
+    # A late retry, after a newer version took challenger, leaves challenger where it is.
+    newer = register_version(client, name, env["new_run"]("good"), retry=NO_WAIT)
+    assert register_version(client, name, record, retry=NO_WAIT) == version
+    assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == newer
+    assert len(client.search_model_versions(f"name='{name}'")) == 2
 
 
 def test_a_drop_between_alias_move_and_history_is_completed_by_the_retry(env):
