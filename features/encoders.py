@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.state_io import atomic_write_table, locked, read_state
 
 TEXT_DIM = 384
 IMAGE_DIM = 128
@@ -178,22 +181,31 @@ class ImageEncoder:
 
 @dataclass
 class EmbeddingCache:
-    """Content-addressed embedding cache, persisted as one Parquet file per encoder."""
+    """Content-addressed embedding cache, persisted as one Parquet file per encoder.
+
+    Several processes may share the folder: :meth:`save` holds the file's lock, merges
+    what another process saved meanwhile with this one's new keys and replaces the file
+    atomically (unique temporary name), so no key is lost and a killed save leaves the old
+    file. An unreadable cache file is moved aside with a warning naming it and the cache
+    starts empty: its source of truth is the encoder, so the embeddings are re-encoded.
+    """
 
     directory: Path
     encoder_id: str
     _table: dict[str, np.ndarray] = field(default_factory=dict, init=False)
-    _dirty: bool = field(default=False, init=False)
+    _new: dict[str, np.ndarray] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
-        path = self.path
-        if path.exists():
-            frame = pd.read_parquet(path)
-            self._table = {
-                key: np.asarray(vec, dtype=np.float32)
-                for key, vec in zip(frame["key"], frame["vector"], strict=True)
-            }
+        self._table = self._read()
+
+    def _read(self) -> dict[str, np.ndarray]:
+        return read_state(
+            self.path,
+            parse=_read_cache_file,
+            default=dict,
+            rebuild=dict,  # empty: every embedding is re-encoded on demand
+        )
 
     @property
     def path(self) -> Path:
@@ -211,20 +223,48 @@ class EmbeddingCache:
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         for key, vector in zip(keys, vectors, strict=True):
-            self._table[key] = np.asarray(vector, dtype=np.float32)
-        self._dirty = self._dirty or len(keys) > 0
+            vector = np.asarray(vector, dtype=np.float32)
+            self._table[key] = vector
+            self._new[key] = vector
 
     def save(self) -> None:
-        if not self._dirty:
+        """Merge this cache's new keys into the file, under its lock (no-op when none)."""
+        if not self._new:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        frame = pd.DataFrame(
-            {"key": list(self._table), "vector": [v.tolist() for v in self._table.values()]}
-        )
-        tmp = self.path.with_suffix(".tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(self.path)
-        self._dirty = False
+        with locked(self.path):
+            merged = self._read()
+            merged.update(self._new)
+            atomic_write_table(_cache_table(merged), self.path)
+        self._table = {**merged, **self._table}
+        self._new = {}
+
+
+def _read_cache_file(path: Path) -> dict[str, np.ndarray]:
+    table = pq.read_table(path, columns=["key", "vector"])
+    keys = table.column("key").to_pylist()
+    column = table.column("vector").combine_chunks()
+    if len(keys) == 0:
+        return {}
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    offsets = column.offsets.to_numpy()
+    return {key: values[offsets[i] : offsets[i + 1]] for i, key in enumerate(keys)}
+
+
+def _cache_table(entries: dict[str, np.ndarray]) -> pa.Table:
+    vectors = [np.asarray(v, dtype=np.float32).ravel() for v in entries.values()]
+    offsets = np.zeros(len(vectors) + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in vectors], out=offsets[1:])
+    flat = np.concatenate(vectors) if vectors else np.zeros(0, np.float32)
+    small = offsets[-1] < np.iinfo(np.int32).max
+    lists = pa.ListArray if small else pa.LargeListArray
+    return pa.table(
+        {
+            "key": pa.array(list(entries), type=pa.string()),
+            "vector": lists.from_arrays(
+                pa.array(offsets.astype(np.int32) if small else offsets), pa.array(flat)
+            ),
+        }
+    )
 
 
 def embed_with_cache(

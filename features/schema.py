@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from features.errors import InvalidConfigError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -190,11 +199,17 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        pydantic.ValidationError: the file does not describe a valid dataset.
+        InvalidConfigError: the file does not describe a valid dataset (a ``ValueError``;
+            the pydantic ``ValidationError`` is its cause and its text is in the message).
     """
     path = Path(path)
     with path.open(encoding="utf-8") as handle:
         raw = yaml.safe_load(handle)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return DatasetConfig.model_validate(raw)
+        raise InvalidConfigError(
+            f"{path}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
+    try:
+        return DatasetConfig.model_validate(raw)
+    except ValidationError as error:
+        raise InvalidConfigError(f"{path}: not a valid dataset config: {error}") from error

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
 
+from features.errors import PermanentError
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -31,8 +33,12 @@ T = TypeVar("T")
 LOCK_TIMEOUT_S = 600.0
 
 
-class CorruptStateError(RuntimeError):
-    """A state file could not be read and has no source to rebuild it from."""
+class CorruptStateError(PermanentError, RuntimeError):
+    """A state file could not be read and has no source to rebuild it from.
+
+    Permanent: the file has been moved aside, so a blind retry would carry on without
+    its content; an operator follows ``recovery`` instead.
+    """
 
     def __init__(self, path: Path, moved_to: Path | None, recovery: str, cause: str) -> None:
         where = f" (moved aside to {moved_to})" if moved_to else ""

@@ -4,13 +4,19 @@ Offline data are Parquet files, one per view and UTC day, read by Feast's DuckDB
 store (the fastest Feast supports on one machine; see benchmarks/README.md). Writes merge
 into the day files and keep one row per (entity, timestamp), so ingesting the same window
 twice leaves no duplicates.
+
+Every day file is merged under a cross-process lock and replaced atomically
+(``features.state_io``), so concurrent writers never lose each other's rows and a reader
+never sees half a file. A day file that cannot be read is moved aside and the error names
+it and the step that rebuilds it from its source of truth: the raw data for the offline
+store and the labels (re-ingest the day), the offline store and the registry for the
+prediction log (re-score the day).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,18 @@ from features.definitions import (
     view_name,
 )
 from features.schema import DatasetConfig
+from features.state_io import CorruptStateError, atomic_write_table, locked, move_aside
+
+logger = logging.getLogger(__name__)
+
+REINGEST = (
+    "Its source of truth is the raw data: re-ingest that day with "
+    "`mmops ingest --start {start} --end {end}`."
+)
+RESCORE = (
+    "Its source of truth is the offline store and the champion: re-score that day with "
+    "`mmops score --start {start} --end {end}`."
+)
 
 
 def feast_repo_config(
@@ -104,6 +122,10 @@ def write_offline(frame: pd.DataFrame, config: DatasetConfig, feast_dir: Path) -
 
     Returns:
         Rows per view in the day files touched, after the merge.
+
+    Raises:
+        CorruptStateError: a day file was unreadable (moved aside; the new rows were
+            written; re-ingest the day to restore the rest).
     """
     if frame.empty:
         return {}
@@ -114,36 +136,81 @@ def write_offline(frame: pd.DataFrame, config: DatasetConfig, feast_dir: Path) -
             root / view_name(config, kind),
             config.entity_key,
             config.timestamp,
+            recovery=REINGEST,
         )
         for kind in active_view_kinds(config)
     }
 
 
-def merge_day_files(table: pa.Table, folder: Path, entity_key: str, timestamp: str) -> int:
+def _day_window(day: str) -> tuple[str, str]:
+    start = datetime.fromisoformat(day)
+    return f"{start:%Y-%m-%d}", f"{start + timedelta(days=1):%Y-%m-%d}"
+
+
+def _recovery(template: str, day: str) -> str:
+    start, end = _day_window(day)
+    return template.format(start=start, end=end)
+
+
+def _cause(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}"
+
+
+def merge_day_files(
+    table: pa.Table,
+    folder: Path,
+    entity_key: str,
+    timestamp: str,
+    recovery: str = REINGEST,
+) -> int:
     """Merge rows into one Parquet file per UTC day, one row per (entity, timestamp).
 
-    A row written again replaces the earlier one; each file is replaced atomically.
+    A row written again replaces the earlier one. Each day file's read-modify-write holds
+    the file's lock (across processes) and the file is replaced atomically, so two
+    writers of the same day keep both their rows and a killed writer leaves the old file.
+
+    Args:
+        recovery: what rebuilds a corrupt day file, with ``{start}`` / ``{end}``
+            placeholders for the day (part of the error message).
 
     Returns:
         Rows in the day files touched, after the merge.
+
+    Raises:
+        CorruptStateError: an existing day file was unreadable. It was moved aside and
+            the new rows were written (every touched day is written before raising); the
+            error names the file and the recovery step.
     """
     folder.mkdir(parents=True, exist_ok=True)
     stamps = table.column(timestamp).to_pandas()
     days = pd.to_datetime(stamps, utc=True).dt.strftime("%Y-%m-%d").to_numpy()
     total = 0
+    corrupt: list[CorruptStateError] = []
     for day in np.unique(days):
         part = table.filter(pa.array(days == day))
         path = folder / f"{day}.parquet"
-        if path.exists():
-            part = pa.concat_tables([pq.read_table(path).cast(part.schema), part])
-        keys = part.select([entity_key, timestamp]).to_pandas()
-        keep = ~keys.duplicated(keep="last").to_numpy()
-        if not keep.all():
-            part = part.filter(pa.array(keep))
-        tmp = folder / f".{day}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(part, tmp)
-        os.replace(tmp, path)
+        with locked(path):
+            if path.exists():
+                try:
+                    existing = pq.read_table(path)
+                except Exception as error:  # noqa: BLE001 - unreadable means corrupt
+                    aside = move_aside(path)
+                    corrupt.append(
+                        CorruptStateError(path, aside, _recovery(recovery, day), _cause(error))
+                    )
+                else:
+                    part = pa.concat_tables([existing.cast(part.schema), part])
+            keys = part.select([entity_key, timestamp]).to_pandas()
+            keep = ~keys.duplicated(keep="last").to_numpy()
+            if not keep.all():
+                part = part.filter(pa.array(keep))
+            atomic_write_table(part, path)
         total += part.num_rows
+    if corrupt:
+        for error in corrupt[1:]:
+            logger.error("%s", error)
+        raise corrupt[0]
     return total
 
 
@@ -154,7 +221,9 @@ def write_labels(frame: pd.DataFrame, config: DatasetConfig, labels_dir: Path) -
     part = frame[[config.entity_key, config.timestamp, config.label]].copy()
     part[config.label] = part[config.label].astype(str)
     table = pa.Table.from_pandas(part, preserve_index=False)
-    return merge_day_files(table, Path(labels_dir), config.entity_key, config.timestamp)
+    return merge_day_files(
+        table, Path(labels_dir), config.entity_key, config.timestamp, recovery=REINGEST
+    )
 
 
 def read_day_files(
@@ -164,9 +233,15 @@ def read_day_files(
     start: datetime | None = None,
     end: datetime | None = None,
     columns: list[str] | None = None,
+    recovery: str = REINGEST,
 ) -> pd.DataFrame:
     """Rows of the day files in ``folder`` stamped in ``[start, end)`` (unbounded when
-    None), sorted by time then entity; only the day files that can hold them are read."""
+    None), sorted by time then entity; only the day files that can hold them are read.
+
+    Raises:
+        CorruptStateError: a day file is unreadable; it was moved aside and the error
+            names it and ``recovery`` (formatted with the day's ``{start}`` / ``{end}``).
+    """
     files = sorted(Path(folder).glob("*.parquet"))
     if start is not None:
         files = [f for f in files if f.stem >= f"{pd.Timestamp(start):%Y-%m-%d}"]
@@ -174,7 +249,7 @@ def read_day_files(
         files = [f for f in files if f.stem <= f"{pd.Timestamp(end):%Y-%m-%d}"]
     if not files:
         return pd.DataFrame(columns=columns or [entity_key, timestamp])
-    frame = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+    frame = pd.concat([_read_day_file(f, columns, recovery) for f in files], ignore_index=True)
     stamps = frame[timestamp]
     mask = np.ones(len(frame), dtype=bool)
     if start is not None:
@@ -182,6 +257,30 @@ def read_day_files(
     if end is not None:
         mask &= (stamps < pd.Timestamp(end)).to_numpy()
     return frame[mask].sort_values([timestamp, entity_key]).reset_index(drop=True)
+
+
+def _read_day_file(path: Path, columns: list[str] | None, recovery: str) -> pd.DataFrame:
+    """One day file. If it fails to read, look again under its lock (a writer may have
+    just replaced it); a file that still cannot be read whole is moved aside and named in
+    the error. A file that reads whole but lacks a column is not corrupt: that error
+    propagates unchanged."""
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        raise
+    except Exception as first:  # noqa: BLE001 - judged below, under the lock
+        failure = first
+    with locked(path):
+        try:
+            whole = pq.read_table(path)
+        except Exception as error:  # noqa: BLE001 - unreadable means corrupt
+            aside = move_aside(path)
+            raise CorruptStateError(
+                path, aside, _recovery(recovery, path.stem), _cause(error)
+            ) from error
+    if columns is None:
+        return whole.to_pandas()
+    raise failure
 
 
 def read_labels(

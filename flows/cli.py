@@ -212,16 +212,20 @@ def promote(
     latest = labels[runtime.config.timestamp].max()
     recent = labels[labels[runtime.config.timestamp] >= latest - timedelta(days=days)]
     holdout = get_training_frame(runtime.store, runtime.config, recent)
-    _echo(promote_if_better(client, name, version, holdout, runtime.config.label))
+    _echo(
+        promote_if_better(
+            client, name, version, holdout, runtime.config.label, lock=runtime.promotion_lock
+        )
+    )
 
 
 @app.command()
 def rollback(reason: str = typer.Option("manual rollback", help="Recorded with the move.")) -> None:
     """Move the champion alias back to the previous holder (recorded in the history)."""
-    _, client, name = _registry()
+    runtime, client, name = _registry()
     from training.registry import rollback_champion
 
-    _echo(rollback_champion(client, name, reason=reason))
+    _echo(rollback_champion(client, name, reason=reason, lock=runtime.promotion_lock))
 
 
 @app.command("simulate-drift")

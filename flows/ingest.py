@@ -15,6 +15,7 @@ from features.embedding import embed_frame
 from features.ingest import IngestResult, read_raw, select_window
 from features.store import materialize, write_labels, write_offline
 from features.validation import ValidationResult, check_batch
+from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
 
 
@@ -41,7 +42,13 @@ class IngestParams(BaseModel):
     )
 
 
-@task(retries=2, retry_delay_seconds=5, timeout_seconds=300, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
 def load_window(runtime: Runtime, path: Path, start: datetime, end: datetime) -> pd.DataFrame:
     return select_window(read_raw(path, runtime.config), runtime.config, start, end)
 
@@ -70,14 +77,26 @@ def embed(runtime: Runtime, frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-@task(retries=2, retry_delay_seconds=5, timeout_seconds=600, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=600,
+    cache_policy=NO_CACHE,
+)
 def store_offline(runtime: Runtime, features: pd.DataFrame, raw: pd.DataFrame) -> tuple:
     rows = write_offline(features, runtime.config, runtime.settings.feast_dir)
     labelled = raw[raw[runtime.config.label].notna()] if runtime.config.label in raw else raw[:0]
     return rows, write_labels(labelled, runtime.config, runtime.settings.labels_dir)
 
 
-@task(retries=3, retry_delay_seconds=10, timeout_seconds=600, cache_policy=NO_CACHE)
+@task(
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=600,
+    cache_policy=NO_CACHE,
+)
 def materialize_online(runtime: Runtime, start: datetime, end: datetime) -> None:
     materialize(runtime.store, start, end)
 

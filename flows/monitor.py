@@ -32,8 +32,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from features.errors import EmptyWindowError, NoChampionError
 from features.state_io import atomic_write_text, read_state
 from features.store import read_labels
+from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
 from flows.train import (
     DRIFT_REFERENCE_ARTIFACT,
@@ -170,17 +172,6 @@ class RetrainRequest(BaseModel):
         return f"retrained: v{self.version} {verdict}{again}"
 
 
-def _no_retry_when_missing(task, task_run, state) -> bool:
-    """Retry a task unless it failed on something a retry cannot fix (no champion)."""
-    try:
-        state.result()
-    except LookupError:
-        return False
-    except Exception:
-        return True
-    return True
-
-
 @task(cache_policy=NO_CACHE)
 def resend_outbox(runtime: Runtime) -> str:
     """Deliver what earlier runs could not; never fails the run."""
@@ -199,7 +190,12 @@ def resend_outbox(runtime: Runtime) -> str:
     return f"outbox: {len(result.sent)} sent, {len(result.failed)} still waiting"
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
 def load_log(runtime: Runtime, start: datetime, end: datetime, labels: bool) -> pd.DataFrame:
     """Prediction-log rows of the window, with the labels that have arrived if asked."""
     log = read_prediction_log(runtime.config, runtime.settings.prediction_log_dir, start, end)
@@ -214,7 +210,7 @@ def load_log(runtime: Runtime, start: datetime, end: datetime, labels: bool) -> 
     retry_delay_seconds=5,
     timeout_seconds=300,
     cache_policy=NO_CACHE,
-    retry_condition_fn=_no_retry_when_missing,
+    retry_condition_fn=retry_unless_permanent,
 )
 def load_champion_reference(runtime: Runtime, metric: str) -> ChampionReference:
     """The champion's reference sample, fitted drift reference and reference performance
@@ -223,7 +219,7 @@ def load_champion_reference(runtime: Runtime, metric: str) -> ChampionReference:
     name = registered_model_name(runtime)
     version = current_champion(client, name)
     if version is None:
-        raise LookupError(f"{name} has no champion: train and promote a model first")
+        raise NoChampionError(f"{name} has no champion: train and promote a model first")
     run_id = client.get_model_version(name, version).run_id
     cache = runtime.settings.data_dir / "models" / f"{name}-reference" / version
     if not (cache / "drift_reference.npz").exists():
@@ -249,7 +245,12 @@ def load_champion_reference(runtime: Runtime, metric: str) -> ChampionReference:
     )
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
 def version_references(runtime: Runtime, labelled: pd.DataFrame, metric: str) -> dict[str, float]:
     """Each version's reference metric, for the versions that scored the labelled window."""
     if labelled.empty or MODEL_VERSION not in labelled:
@@ -290,7 +291,12 @@ def _policy_from_runs(runtime: Runtime) -> PolicyState:
     return PolicyState(history=records, retrains=[r.at for r in records if r.action == "retrain"])
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
 def load_policy_state(runtime: Runtime) -> PolicyState:
     return read_state(
         _policy_path(runtime),
@@ -337,7 +343,13 @@ def _monitoring_experiment(runtime: Runtime) -> str:
     return f"{runtime.config.name}-monitoring"
 
 
-@task(retries=2, retry_delay_seconds=5, timeout_seconds=300, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
 def report(
     runtime: Runtime,
     champion: ChampionReference,
@@ -438,7 +450,12 @@ def act(
     )
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
 def record_policy(runtime: Runtime, assessment: WindowAssessment) -> None:
     """Save the policy state (after the action it records has been taken)."""
     if assessment.decision.replayed:
@@ -446,7 +463,12 @@ def record_policy(runtime: Runtime, assessment: WindowAssessment) -> None:
     atomic_write_text(_policy_path(runtime), assessment.decision.state.to_json())
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
 def record_history(runtime: Runtime, assessment: WindowAssessment, logged: LoggedWindow) -> Path:
     """Upsert the window (and its labelled window's realized performance) into the drift
     history; log the drift-over-time plot with the window's run."""
@@ -543,7 +565,9 @@ def monitor_flow(params: MonitorParams | None = None) -> MonitorOutcome:
     resend_outbox(runtime)
     window = load_log(runtime, start, end, labels=False)
     if window.empty:
-        raise ValueError(f"the prediction log has no rows between {start} and {end}: score first")
+        raise EmptyWindowError(
+            f"the prediction log has no rows between {start} and {end}: score first"
+        )
     labelled = load_log(runtime, start - lag, end - lag, labels=True)
     champion = load_champion_reference(runtime, params.policy.metric)
     references = version_references(runtime, labelled, params.policy.metric)

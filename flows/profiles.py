@@ -66,6 +66,18 @@ def feast_stores(settings: Settings) -> dict[str, dict]:
     }
 
 
+def promotion_lock_dsn(settings: Settings) -> str | None:
+    """Where the prod profile's promotion lock lives: a PostgreSQL advisory lock in the
+    MLflow backend database, which every worker reaches; None for the embedded profile
+    (a file lock beside the SQLite registry). A libpq URL with the password: never log it.
+    """
+    if settings.profile != "prod":
+        return None
+    return postgres_url(settings.postgres, settings.postgres.mlflow_database).replace(
+        "postgresql+psycopg://", "postgresql://", 1
+    )
+
+
 def client_environment(settings: Settings) -> dict[str, str]:
     """Environment variables the MLflow and Prefect clients read, for the prod profile.
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from features.demo_data import DemoSources, build_demo_dataset, write_demo_dataset
 from features.embedding import Encoders
+from features.errors import InvalidConfigError
 from features.ingest import IngestPaths
 from features.schema import DatasetConfig, load_dataset_config
 from features.store import prepare_store
-from flows.profiles import client_environment, feast_stores
+from flows.profiles import client_environment, feast_stores, promotion_lock_dsn
 from flows.settings import Settings, get_settings
-from training.registry import default_artifact_location
+from training.registry import PromotionLock, default_artifact_location, postgres_promotion_lock
 
 
 @dataclass
@@ -49,6 +50,13 @@ class Runtime:
         return default_artifact_location(self.settings.data_dir)
 
     @property
+    def promotion_lock(self) -> PromotionLock | None:
+        """The registry's promotion lock: a PostgreSQL advisory lock in the prod profile;
+        None in the embedded one (the registry then uses a file lock beside SQLite)."""
+        dsn = promotion_lock_dsn(self.settings)
+        return postgres_promotion_lock(dsn) if dsn else None
+
+    @property
     def ingest_paths(self) -> IngestPaths:
         s = self.settings
         return IngestPaths(
@@ -71,8 +79,14 @@ _RUNTIMES: dict[str, Runtime] = {}
 
 def get_runtime(settings: Settings | None = None) -> Runtime:
     """The runtime of the current settings, built once per process and reused by every
-    flow run in it (encoders and the Feast store are costly to load)."""
+    flow run in it (encoders and the Feast store are costly to load).
+
+    Every flow starts here, so this is where the client environment is set up
+    (:func:`configure_client_environment`): a flow run by a Prefect worker gets the same
+    credentials and retry settings as one run from the CLI.
+    """
     settings = settings or get_settings()
+    configure_client_environment(settings)
     key = settings.model_dump_json()
     if key not in _RUNTIMES:
         _RUNTIMES[key] = build_runtime(settings)
@@ -80,21 +94,35 @@ def get_runtime(settings: Settings | None = None) -> Runtime:
 
 
 def configure_environment(settings: Settings) -> None:
-    """Point Prefect and the Hugging Face stack at the data directory and offline mode.
+    """Point Prefect and the Hugging Face stack at the data directory and offline mode,
+    and give the MLflow client its credentials and retry settings.
 
-    Called by the CLI before any flow is imported.
+    Called by the CLI before any flow is imported (Prefect's home must be set before
+    Prefect reads its settings). The client part (:func:`configure_client_environment`)
+    also runs inside every flow through :func:`get_runtime`, so a flow started by a Prefect
+    worker behaves like one started from the CLI.
     """
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     # No telemetry: these machines reach no outside host, and users may not want it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # For the subprocesses the CLI starts (feast); a worker's flow has it from its settings.
+    os.environ.setdefault("MMOPS_DATA_DIR", str(settings.data_dir))
+    configure_client_environment(settings)
+
+
+def configure_client_environment(settings: Settings) -> None:
+    """The environment the MLflow and Hugging Face clients read, set inside the runtime.
+
+    Existing values win (``setdefault``), as they do for the CLI: an operator's explicit
+    environment is never overridden.
+    """
     # mmops retries tracking calls itself (training.registry.RetryConfig); MLflow's own
     # HTTP retries (7 by default, with backoff) would multiply the wait.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("MMOPS_DATA_DIR", str(settings.data_dir))
     for key, value in client_environment(settings).items():  # prod: credentials, API URL
         os.environ.setdefault(key, value)
 
@@ -109,7 +137,7 @@ def resolve_window(
     if start is None:
         start = end - timedelta(hours=hours)
     if start >= end:
-        raise ValueError(f"window start {start} is not before its end {end}")
+        raise InvalidConfigError(f"window start {start} is not before its end {end}")
     return start, end
 
 

@@ -12,7 +12,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.errors import EmptyWindowError, NoChampionError
 from features.store import get_monitoring_frame, read_entities
+from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
 from flows.train import registered_model_name
 from monitoring.scoring import score_frame, write_prediction_log
@@ -42,22 +44,34 @@ class ScoreOutcome(BaseModel):
     positive_share: float
 
 
-@task(retries=2, retry_delay_seconds=5, timeout_seconds=600, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=600,
+    cache_policy=NO_CACHE,
+)
 def load_window_features(runtime: Runtime, start: datetime, end: datetime) -> pd.DataFrame:
     entities = read_entities(runtime.config, runtime.settings.feast_dir, start, end)
     if entities.empty:
-        raise ValueError(f"no ingested rows between {start} and {end}: ingest them first")
+        raise EmptyWindowError(f"no ingested rows between {start} and {end}: ingest them first")
     return get_monitoring_frame(runtime.store, runtime.config, entities)
 
 
-@task(retries=3, retry_delay_seconds=5, timeout_seconds=300, cache_policy=NO_CACHE)
+@task(
+    retries=3,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
 def load_champion(runtime: Runtime) -> tuple[str, object]:
     """The champion's version and pyfunc model (cached on disk per version)."""
     client = connect(runtime.settings.tracking_uri)
     name = registered_model_name(runtime)
     version = current_champion(client, name)
     if version is None:
-        raise LookupError(f"{name} has no {CHAMPION}: train and promote a model first")
+        raise NoChampionError(f"{name} has no {CHAMPION}: train and promote a model first")
     cache = runtime.settings.data_dir / "models" / name / version
     if not (cache / "MLmodel").exists() and not any(cache.glob("*/MLmodel")):
         with tempfile.TemporaryDirectory(dir=runtime.settings.data_dir) as tmp:
@@ -72,7 +86,12 @@ def score(runtime: Runtime, model, version: str, features: pd.DataFrame) -> pd.D
     return score_frame(model, features, runtime.config, version)
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
 def append_log(runtime: Runtime, log: pd.DataFrame) -> int:
     return write_prediction_log(log, runtime.config, runtime.settings.prediction_log_dir)
 

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.errors import EmptyWindowError
 from features.store import get_monitoring_frame, read_labels
 from features.validation import ValidationResult, check_batch
+from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime
 from monitoring.drift import DriftConfig, fit_drift_reference
 from training.evaluate import EvaluationResult, GateConfig, PromotionDecision, evaluate_model
@@ -28,6 +30,7 @@ from training.registry import (
     log_training_run,
     promote_if_better,
     register_version,
+    sweep_orphaned_versions,
 )
 from training.train import TrainConfig, TrainResult, train_model
 
@@ -80,13 +83,19 @@ def registered_model_name(runtime: Runtime) -> str:
     return f"{runtime.config.name}-classifier"
 
 
-@task(retries=2, retry_delay_seconds=5, timeout_seconds=900, cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=900,
+    cache_policy=NO_CACHE,
+)
 def load_training_set(
     runtime: Runtime, start: datetime | None, end: datetime | None
 ) -> pd.DataFrame:
     labels = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
     if labels.empty:
-        raise ValueError(f"no labels between {start} and {end}: nothing to train on")
+        raise EmptyWindowError(f"no labels between {start} and {end}: nothing to train on")
     return get_monitoring_frame(runtime.store, runtime.config, labels)
 
 
@@ -115,14 +124,20 @@ def evaluate(runtime: Runtime, result: TrainResult) -> EvaluationResult:
     return evaluate_model(result.model, result.splits.test, runtime.config.label)
 
 
-@task(retries=1, retry_delay_seconds=10, timeout_seconds=900, cache_policy=NO_CACHE)
-def log_and_register(
+@task(
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=900,
+    cache_policy=NO_CACHE,
+)
+def log_run(
     runtime: Runtime,
     result: TrainResult,
     evaluation: EvaluationResult,
     params: TrainParams,
     validation: ValidationResult,
-) -> tuple[RunRecord, str]:
+) -> RunRecord:
     client = connect(runtime.settings.tracking_uri)
     experiment = ensure_experiment(
         client,
@@ -147,8 +162,27 @@ def log_and_register(
     if params.reason:
         client.set_tag(record.run_id, "mmops.trigger_reason", params.reason[:4000])
     _log_drift_reference(client, record, runtime, params.drift)
-    version = register_version(client, registered_model_name(runtime), record)
-    return record, version
+    return record
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=900,
+    cache_policy=NO_CACHE,
+)
+def register(runtime: Runtime, record: RunRecord) -> str:
+    """Register the run's version (idempotent by run id: a retry never duplicates it),
+    after sweeping versions an earlier crash left half-registered."""
+    client = connect(runtime.settings.tracking_uri)
+    name = registered_model_name(runtime)
+    lock = runtime.promotion_lock
+    try:
+        sweep_orphaned_versions(client, name, lock=lock)
+    except Exception:  # the sweep is housekeeping; registering matters more
+        get_run_logger().exception("sweeping orphaned versions of %s failed", name)
+    return register_version(client, name, record, lock=lock)
 
 
 def _log_drift_reference(client, record: RunRecord, runtime: Runtime, drift: DriftConfig) -> None:
@@ -162,13 +196,25 @@ def _log_drift_reference(client, record: RunRecord, runtime: Runtime, drift: Dri
         client.log_artifact(record.run_id, str(path), DRIFT_REFERENCE_ARTIFACT)
 
 
-@task(retries=1, retry_delay_seconds=10, timeout_seconds=900, cache_policy=NO_CACHE)
+@task(
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_permanent,
+    timeout_seconds=900,
+    cache_policy=NO_CACHE,
+)
 def promote(
     runtime: Runtime, version: str, holdout: pd.DataFrame, gate: GateConfig
 ) -> PromotionDecision:
     client = connect(runtime.settings.tracking_uri)
     return promote_if_better(
-        client, registered_model_name(runtime), version, holdout, runtime.config.label, gate
+        client,
+        registered_model_name(runtime),
+        version,
+        holdout,
+        runtime.config.label,
+        gate,
+        lock=runtime.promotion_lock,
     )
 
 
@@ -189,7 +235,8 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     gate = validate_training_set(runtime, frame, f"{runtime.config.name}-training-set")
     result = fit(runtime, frame, params, gate)
     evaluation = evaluate(runtime, result)
-    record, version = log_and_register(runtime, result, evaluation, params, gate)
+    record = log_run(runtime, result, evaluation, params, gate)
+    version = register(runtime, record)
     decision = promote(runtime, version, result.splits.test, params.gate)
     metrics = {k: v for k, v in evaluation.flat_metrics("test").items() if "slice" not in k}
     create_markdown_artifact(

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.errors import EmptyWindowError
 from features.schema import DatasetConfig
-from features.store import merge_day_files, read_day_files
+from features.store import RESCORE, merge_day_files, read_day_files
 
 PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
@@ -57,7 +58,7 @@ def score_frame(
         ValueError: the model's output lacks a class probability or does not sum to 1.
     """
     if features.empty:
-        raise ValueError("nothing to score: the feature frame is empty")
+        raise EmptyWindowError("nothing to score: the feature frame is empty")
     outputs = model.predict(features) if hasattr(model, "predict") else model(features)
     outputs = pd.DataFrame(outputs).reset_index(drop=True)
     missing = [c for c in proba_columns(config) if c not in outputs.columns]
@@ -79,11 +80,17 @@ def score_frame(
 
 
 def write_prediction_log(log: pd.DataFrame, config: DatasetConfig, directory: Path) -> int:
-    """Merge scored rows into the prediction log (one row per entity and timestamp)."""
+    """Merge scored rows into the prediction log (one row per entity and timestamp).
+
+    Raises:
+        CorruptStateError: a day file was unreadable (moved aside; re-score the day).
+    """
     if log.empty:
         return 0
     table = pa.Table.from_pandas(_arrow_ready(log), preserve_index=False)
-    return merge_day_files(table, Path(directory), config.entity_key, config.timestamp)
+    return merge_day_files(
+        table, Path(directory), config.entity_key, config.timestamp, recovery=RESCORE
+    )
 
 
 def _arrow_ready(log: pd.DataFrame) -> pd.DataFrame:
@@ -100,8 +107,15 @@ def read_prediction_log(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> pd.DataFrame:
-    """Prediction-log rows stamped in ``[start, end)``, in time order."""
-    frame = read_day_files(directory, config.entity_key, config.timestamp, start, end)
+    """Prediction-log rows stamped in ``[start, end)``, in time order.
+
+    Raises:
+        CorruptStateError: a day file is unreadable; it was moved aside and the error
+            says which day to re-score (``mmops score --start ... --end ...``).
+    """
+    frame = read_day_files(
+        directory, config.entity_key, config.timestamp, start, end, recovery=RESCORE
+    )
     if frame.empty:
         return pd.DataFrame()
     for column in frame.columns:

@@ -7,20 +7,31 @@ move is recorded here three ways, all visible in the UI: a JSON list in the regi
 model's tag ``mmops.alias_history``, tags on the versions involved, and a table in the
 registered model's description.
 
-Promotion and rollback run under a file lock (next to the SQLite database by default)
-and re-read the champion just before moving it, so two trainings finishing together
-never both become champion.
+Promotion and rollback run under a promotion lock (a file lock next to the SQLite
+database in the embedded profile; a PostgreSQL advisory lock, :func:`postgres_promotion_lock`,
+against a remote registry) and re-read the champion just before moving it, so two
+trainings finishing together never both become champion.
+
+Registry moves are idempotent and reconciled: the move's intent (the event, the new
+lineage) is written to the registered model's tag ``mmops.pending_move`` first, then the
+alias moves, then the lineage and the history are written and the intent is cleared. A
+retry, or the next promotion or rollback, completes a half-done move
+(:func:`reconcile_registry`). Versions are registered with the run id as idempotency key:
+a retry finds the version of its run instead of creating a duplicate. ``challenger`` is
+cleared from a version when it becomes champion, and :func:`sweep_orphaned_versions`
+takes the aliases off versions a crash left half-registered.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -38,6 +49,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.errors import NoChampionError
 from features.schema import DatasetConfig
 from training.evaluate import (
     EvaluationResult,
@@ -60,11 +72,15 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "mmops.alias_history"
 LINEAGE_TAG = "mmops.champion_lineage"
+PENDING_TAG = "mmops.pending_move"
+STATE_TAG = "mmops.state"
 MODEL_ARTIFACT_PATH = "model"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 MAX_TAG_CHARS = 5000
 Trigger = Literal["scheduled", "drift", "manual"]
 T = TypeVar("T")
+PromotionLock = Callable[[str], AbstractContextManager]
+"""Maps a registered model's name to the context manager that holds its promotion lock."""
 _PERMANENT = {
     ErrorCode.Name(code)
     for code in (INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST)
@@ -420,7 +436,10 @@ def _champion_lineage(client: MlflowClient, name: str) -> list[str]:
 def _record(client: MlflowClient, name: str, event: AliasEvent) -> None:
     """Append ``event`` to the history tag (oldest dropped to fit), the version's tags and
     the registered model's description."""
-    events = [*alias_history(client, name), event]
+    events = alias_history(client, name)
+    key = (event.at, event.alias, event.action, event.version, event.previous)
+    if not any((e.at, e.alias, e.action, e.version, e.previous) == key for e in events):
+        events = [*events, event]  # a repeated call (a retry) appends nothing
     while True:
         payload = json.dumps([e.model_dump() for e in events], separators=(",", ":"))
         if len(payload) <= MAX_TAG_CHARS or len(events) == 1:
@@ -480,36 +499,157 @@ def _lock_path_for(client: MlflowClient, name: str) -> Path | None:
     return None
 
 
+def _lock_id(key: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_lock`` from a text key."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def postgres_advisory_lock(
+    dsn: str, key: str, timeout_s: float = 600.0, poll_s: float = 0.2
+) -> Iterator[None]:
+    """Hold a PostgreSQL session advisory lock named ``key`` (across hosts and processes).
+
+    The lock belongs to a dedicated connection, so it is released when the block ends
+    and also when the holder dies (its connection closes).
+
+    Args:
+        dsn: a libpq connection string or ``postgresql://`` URL (never logged).
+        key: the lock's name, hashed to PostgreSQL's 64-bit advisory key.
+
+    Raises:
+        TimeoutError: another session held the lock for longer than ``timeout_s``.
+    """
+    import psycopg
+
+    lock_id = _lock_id(key)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout_s
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lock {key!r} held by another session for over {timeout_s} s")
+            time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
+
+
+def postgres_promotion_lock(dsn: str, timeout_s: float = 600.0) -> PromotionLock:
+    """The promotion lock for a remote registry: one advisory lock per registered model,
+    on the PostgreSQL server every worker reaches (the prod profile's)."""
+
+    def lock(name: str) -> AbstractContextManager:
+        return postgres_advisory_lock(dsn, f"mmops.promotion.{name}", timeout_s)
+
+    return lock
+
+
 def _promotion_lock(
-    client: MlflowClient, name: str, lock_path: Path | None, timeout_s: float
+    client: MlflowClient,
+    name: str,
+    lock_path: Path | None,
+    timeout_s: float,
+    lock: PromotionLock | None = None,
 ) -> AbstractContextManager:
+    """``lock`` when given; else a file lock (``lock_path`` or beside a SQLite registry);
+    else no lock (a remote registry without ``lock``: compare-and-set only)."""
     from filelock import FileLock
 
+    if lock is not None:
+        return lock(name)
     path = lock_path or _lock_path_for(client, name)
     if path is None:
+        log.warning(
+            "no promotion lock for %s (remote registry, no lock given): compare-and-set only",
+            name,
+        )
         return nullcontext()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path), timeout=timeout_s)
 
 
 # Registration ----------------------------------------------------------------------------
+def find_run_version(
+    client: MlflowClient, name: str, run_id: str, retry: RetryConfig | None = None
+) -> str | None:
+    """The version of ``name`` registered from run ``run_id`` (the lowest if several),
+    or None: the run id is the registration's idempotency key."""
+    versions = call_with_retry(
+        lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"),
+        retry or RetryConfig(),
+        "find version of run",
+    )
+    numbers = sorted(int(v.version) for v in versions)
+    if len(numbers) > 1:
+        log.warning(
+            "%s has %d versions of run %s: using v%d", name, len(numbers), run_id, numbers[0]
+        )
+    return str(numbers[0]) if numbers else None
+
+
+def _find_or_create_version(
+    client: MlflowClient,
+    name: str,
+    record: RunRecord,
+    retry: RetryConfig,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[str, bool]:
+    """Create the run's version unless it exists; returns it and whether this call made it. ``create_model_version`` is not
+    idempotent, so it is never retried blindly: after a failed call the version is looked
+    up by run id first (the server may have created it before the connection dropped)."""
+    delay = retry.initial_delay_s
+    for attempt in range(1, retry.attempts + 1):
+        found = find_run_version(client, name, record.run_id, retry)
+        if found is not None:
+            return found, attempt > 1  # found after a failed create: ours
+        try:
+            created = client.create_model_version(
+                name,
+                source=record.model_source,
+                run_id=record.run_id,
+                description=record.model_card,
+                tags={STATE_TAG: "registering", "mmops.run_id": record.run_id},
+            )
+            return str(created.version), True
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            if attempt == retry.attempts:
+                raise RegistryUnavailableError(
+                    f"create model version: tracking server unavailable after "
+                    f"{retry.attempts} attempts: {str(error)[:300]}"
+                ) from error
+            log.warning(
+                "create model version failed (attempt %d), looking it up: %s", attempt, error
+            )
+            sleep(min(delay, retry.max_delay_s))
+            delay *= retry.backoff
+    raise AssertionError("unreachable")
+
+
 def register_version(
     client: MlflowClient,
     name: str,
     record: RunRecord,
     metrics: Mapping[str, float] | None = None,
     retry: RetryConfig | None = None,
+    lock: PromotionLock | None = None,
+    lock_timeout_s: float = 600.0,
 ) -> str:
-    """Register the run's model as a new version of ``name`` and give it ``challenger``.
+    """Register the run's model as a version of ``name`` and give it ``challenger``.
 
-    The version's description is the model card. If any step fails, the version is
-    deleted, so no half-registered version holds an alias.
+    Idempotent by run id: called again for the same run (a task retry, a rerun after a
+    crash), it finds that run's version and completes what is missing instead of creating
+    a duplicate. The version's description is the model card. If a step fails for good,
+    the version is deleted, so no half-registered version holds an alias.
 
     Returns:
-        The new version number.
+        The version number.
 
     Raises:
-        RegistryUnavailableError: the server failed beyond the retry budget (cleaned up).
+        RegistryUnavailableError: the server failed beyond the retry budget (cleaned up
+            where the server allowed; a retry completes or the sweep clears the rest).
         RegistrationError: another failure (cleaned up).
     """
     retry = retry or RetryConfig()
@@ -522,74 +662,170 @@ def register_version(
                 raise
 
     call_with_retry(create_model, retry, "create registered model")
-    version = call_with_retry(
-        lambda: client.create_model_version(
-            name,
-            source=record.model_source,
-            run_id=record.run_id,
-            description=record.model_card,
-            tags={"mmops.state": "registering"},
-        ),
-        retry,
-        "create model version",
-    ).version
-    version = str(version)
+    version, created = _find_or_create_version(client, name, record, retry)
     try:
-        previous = _current_alias(client, name, CHALLENGER)
         call_with_retry(
             lambda: client.set_model_version_tag(name, version, "mmops.run_id", record.run_id),
             retry,
             "tag version",
         )
+        with _promotion_lock(client, name, None, lock_timeout_s, lock):
+            _assign_challenger(client, name, version, metrics or {}, retry)
         call_with_retry(
-            lambda: client.set_registered_model_alias(name, CHALLENGER, version),
-            retry,
-            "set challenger alias",
-        )
-        call_with_retry(
-            lambda: client.set_model_version_tag(name, version, "mmops.state", "registered"),
+            lambda: client.set_model_version_tag(name, version, STATE_TAG, "registered"),
             retry,
             "tag version",
         )
-        with _promotion_lock(client, name, None, timeout_s=120):
-            call_with_retry(
-                lambda: _record(
-                    client,
-                    name,
-                    AliasEvent(
-                        at=_now(),
-                        alias=CHALLENGER,
-                        action="assign",
-                        version=version,
-                        previous=previous,
-                        reason="new version registered",
-                        metrics=dict(metrics or {}),
-                    ),
-                ),
-                retry,
-                "record alias history",
-            )
     except BaseException as error:
-        _remove_version(client, name, version)
+        if created:  # a version an earlier attempt made is left for the retry to complete
+            _remove_version(client, name, version)
         if isinstance(error, RegistryUnavailableError):
             raise
         raise RegistrationError(f"registering {name} v{version} failed: {error}") from error
     return version
 
 
+def _assign_challenger(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    metrics: Mapping[str, float],
+    retry: RetryConfig,
+) -> None:
+    """Give ``version`` the challenger alias and record it once (safe to repeat)."""
+    if call_with_retry(lambda: current_champion(client, name), retry, "read champion") == version:
+        return  # a retry after the version was already promoted
+    tags = call_with_retry(
+        lambda: client.get_model_version(name, version).tags, retry, "read version"
+    )
+    recorded = any(
+        e.alias == CHALLENGER and e.action == "assign" and e.version == version
+        for e in alias_history(client, name)
+    )
+    if recorded and tags.get(STATE_TAG) == "registered":
+        return  # complete already: a later version may hold challenger by now
+    holder = call_with_retry(
+        lambda: _current_alias(client, name, CHALLENGER), retry, "read challenger"
+    )
+    if "mmops.challenger.previous" in tags:
+        previous = tags["mmops.challenger.previous"] or None
+    else:
+        previous = holder if holder != version else None
+        call_with_retry(  # the intent: whom this assignment replaces
+            lambda: client.set_model_version_tag(
+                name, version, "mmops.challenger.previous", previous or ""
+            ),
+            retry,
+            "tag version",
+        )
+    if holder != version:
+        call_with_retry(
+            lambda: client.set_registered_model_alias(name, CHALLENGER, version),
+            retry,
+            "set challenger alias",
+        )
+    if not recorded:
+        call_with_retry(
+            lambda: _record(
+                client,
+                name,
+                AliasEvent(
+                    at=_now(),
+                    alias=CHALLENGER,
+                    action="assign",
+                    version=version,
+                    previous=previous,
+                    reason="new version registered",
+                    metrics=dict(metrics),
+                ),
+            ),
+            retry,
+            "record alias history",
+        )
+
+
 def _remove_version(client: MlflowClient, name: str, version: str) -> None:
-    """Best-effort cleanup: drop a half-registered version (and with it any alias)."""
+    """Best-effort cleanup: drop a half-registered version (and with it any alias).
+    A version holding ``champion`` is never removed."""
     try:
-        for alias in (CHALLENGER, CHAMPION):
-            if _current_alias(client, name, alias) == version:
-                client.delete_registered_model_alias(name, alias)
+        if _current_alias(client, name, CHAMPION) == version:
+            return
+        if _current_alias(client, name, CHALLENGER) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
         client.delete_model_version(name, version)
     except Exception:
         log.exception("could not remove half-registered %s v%s; tag it instead", name, version)
         try:
-            client.set_model_version_tag(name, version, "mmops.state", "failed")
+            client.set_model_version_tag(name, version, STATE_TAG, "failed")
         except Exception:
             log.exception("could not tag %s v%s as failed", name, version)
+
+
+def sweep_orphaned_versions(
+    client: MlflowClient,
+    name: str,
+    older_than_s: float = 3600.0,
+    retry: RetryConfig | None = None,
+    lock: PromotionLock | None = None,
+    lock_timeout_s: float = 600.0,
+    now_ms: int | None = None,
+) -> list[str]:
+    """Take the aliases off versions a crash left behind, and tag them ``orphaned``.
+
+    A version is orphaned when its registration never finished (``mmops.state`` is
+    ``registering`` or ``failed``) and it was created more than ``older_than_s`` ago
+    (a younger one may still be registering), or when its training run ended FAILED or
+    KILLED. The versions are kept (their runs hold the artifacts) but hold no alias.
+
+    Returns:
+        The versions swept.
+    """
+    retry = retry or RetryConfig()
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    versions = call_with_retry(
+        lambda: client.search_model_versions(f"name='{name}'"), retry, "list versions"
+    )
+    swept: list[str] = []
+    with _promotion_lock(client, name, None, lock_timeout_s, lock):
+        champion = call_with_retry(lambda: current_champion(client, name), retry, "champion")
+        for found in versions:
+            version = str(found.version)
+            state = found.tags.get(STATE_TAG)
+            stale = state in {"registering", "failed"} and (
+                now_ms - int(found.creation_timestamp or 0) >= older_than_s * 1000
+            )
+            run_failed = False
+            if found.run_id and state != "orphaned":
+                try:
+                    status = client.get_run(found.run_id).info.status
+                    run_failed = status in {"FAILED", "KILLED"}
+                except MlflowException:
+                    run_failed = False
+            if not (stale or run_failed) or version == champion:
+                continue
+            for alias in found.aliases or []:
+                if alias != CHAMPION:
+                    call_with_retry(
+                        lambda a=alias: client.delete_registered_model_alias(name, a),
+                        retry,
+                        "remove alias",
+                    )
+            reason = "training run failed" if run_failed else f"registration unfinished ({state})"
+            call_with_retry(
+                lambda v=version: client.set_model_version_tag(name, v, STATE_TAG, "orphaned"),
+                retry,
+                "tag orphan",
+            )
+            call_with_retry(
+                lambda v=version, r=reason: client.set_model_version_tag(
+                    name, v, "mmops.orphaned_reason", r
+                ),
+                retry,
+                "tag orphan",
+            )
+            log.warning("%s v%s swept as orphaned: %s", name, version, reason)
+            swept.append(version)
+    return swept
 
 
 # Loading ---------------------------------------------------------------------------------
@@ -621,12 +857,14 @@ def load_registered_pyfunc(
 
     version = _current_alias(client, name, alias)
     if version is None:
+        if alias == CHAMPION:
+            raise NoChampionError(f"no version of {name} holds alias {alias!r}")
         raise LookupError(f"no version of {name} holds alias {alias!r}")
     target = Path(dst or tempfile.mkdtemp(prefix="mmops-model-"))
     return mlflow.pyfunc.load_model(str(download_version(client, name, version, target)))
 
 
-# Promotion gate --------------------------------------------------------------------------
+# Promotion gate ----------------------------------------------------------------------------
 def promote_if_better(
     client: MlflowClient,
     name: str,
@@ -637,37 +875,35 @@ def promote_if_better(
     lock_path: Path | None = None,
     lock_timeout_s: float = 600.0,
     retry: RetryConfig | None = None,
+    lock: PromotionLock | None = None,
 ) -> PromotionDecision:
     """Evaluate ``version`` and the current champion on the same holdout; promote if the
     gate passes.
 
-    Runs under the promotion lock and re-reads the champion just before moving the
-    alias (compare-and-set): if it moved meanwhile, the comparison is redone against the
-    new champion. The decision is recorded on the version either way.
+    Runs under the promotion lock, first completes any half-done move
+    (:func:`reconcile_registry`), and re-reads the champion just before moving the alias
+    (compare-and-set): if it moved meanwhile, the comparison is redone against the new
+    champion. The decision is recorded on the version either way. Called again after
+    ``version`` was promoted (a task retry), it reports that promotion.
 
     Args:
         holdout: recent labelled feature rows neither model trained on.
-        lock_path: lock file; default next to a SQLite registry (no lock for a remote
-            registry: the compare-and-set then still prevents a lost update in most races).
+        lock_path: lock file; default next to a SQLite registry.
+        lock: the promotion lock for a remote registry (:func:`postgres_promotion_lock`);
+            without it and without a file lock, compare-and-set alone guards the move.
     """
     gate = gate or GateConfig()
     retry = retry or RetryConfig()
     candidate_model = load_version_classifier(client, name, version)
     candidate = evaluate_model(candidate_model, holdout, label_column)
-    with _promotion_lock(client, name, lock_path, lock_timeout_s):
+    with _promotion_lock(client, name, lock_path, lock_timeout_s, lock):
+        reconcile_registry(client, name, retry)
         for _ in range(3):
             champion_version = call_with_retry(
                 lambda: current_champion(client, name), retry, "read champion"
             )
             if champion_version == version:
-                return PromotionDecision(
-                    promote=False,
-                    reason=f"v{version} already champion",
-                    checks=[],
-                    candidate_metric=candidate.overall.value(gate.primary_metric),
-                    reference_metric=candidate.overall.value(gate.primary_metric),
-                    against="champion",
-                )
+                return _already_champion(client, name, version, candidate, gate, retry)
             champion = None
             if champion_version is not None:
                 champion_model = load_version_classifier(client, name, champion_version)
@@ -696,6 +932,37 @@ def promote_if_better(
                 )
             return decision
     raise RuntimeError(f"the champion of {name} kept moving; promotion of v{version} abandoned")
+
+
+def _already_champion(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    candidate: EvaluationResult,
+    gate: GateConfig,
+    retry: RetryConfig,
+) -> PromotionDecision:
+    """The decision for a version that already holds ``champion``: "promoted" when the
+    gate promoted it (a retry of that promotion), else "already champion"."""
+    tags = call_with_retry(lambda: client.get_model_version(name, version).tags, retry, "read")
+    metric = candidate.overall.value(gate.primary_metric)
+    if tags.get("mmops.gate.decision") == "promote":
+        return PromotionDecision(
+            promote=True,
+            reason=tags.get("mmops.gate.reason", "promoted"),
+            checks=[],
+            candidate_metric=metric,
+            reference_metric=metric,
+            against="champion",
+        )
+    return PromotionDecision(
+        promote=False,
+        reason=f"v{version} already champion",
+        checks=[],
+        candidate_metric=metric,
+        reference_metric=metric,
+        against="champion",
+    )
 
 
 def _record_decision(
@@ -730,32 +997,111 @@ def _move_champion(
     metrics: Mapping[str, float],
     retry: RetryConfig,
 ) -> AliasEvent:
+    """Move ``champion``: intent first, then the alias, then lineage and history."""
     lineage = _champion_lineage(client, name)
     if action == "promote":
         lineage = [*lineage, version]
     else:
         lineage = lineage[:-1]
-    call_with_retry(
-        lambda: client.set_registered_model_alias(name, CHAMPION, version),
-        retry,
-        "set champion alias",
-    )
     event = AliasEvent(
         at=_now(),
         alias=CHAMPION,
         action=action,
         version=version,
         previous=previous,
-        reason=reason,
+        reason=reason[:1500],
         metrics=dict(metrics),
     )
+    intent = json.dumps({"event": event.model_dump(), "lineage": lineage[-200:]})
     call_with_retry(
-        lambda: client.set_registered_model_tag(name, LINEAGE_TAG, json.dumps(lineage[-200:])),
+        lambda: client.set_registered_model_tag(name, PENDING_TAG, intent),
+        retry,
+        "record move intent",
+    )
+    return _complete_move(client, name, event, lineage[-200:], retry)
+
+
+def _complete_move(
+    client: MlflowClient,
+    name: str,
+    event: AliasEvent,
+    lineage: list[str],
+    retry: RetryConfig,
+) -> AliasEvent:
+    """Every step after the intent; each is safe to repeat."""
+    call_with_retry(
+        lambda: client.set_registered_model_alias(name, CHAMPION, event.version),
+        retry,
+        "set champion alias",
+    )
+    call_with_retry(
+        lambda: client.set_registered_model_tag(name, LINEAGE_TAG, json.dumps(lineage)),
         retry,
         "record lineage",
     )
     call_with_retry(lambda: _record(client, name, event), retry, "record alias history")
+    if (
+        call_with_retry(lambda: _current_alias(client, name, CHALLENGER), retry, "challenger")
+        == event.version
+    ):
+        call_with_retry(
+            lambda: client.delete_registered_model_alias(name, CHALLENGER),
+            retry,
+            "clear challenger",
+        )
+    call_with_retry(
+        lambda: client.delete_registered_model_tag(name, PENDING_TAG), retry, "clear intent"
+    )
     return event
+
+
+def pending_move(client: MlflowClient, name: str) -> AliasEvent | None:
+    """The champion move recorded as intended but not (known to be) completed, if any."""
+    raw = client.get_registered_model(name).tags.get(PENDING_TAG)
+    return AliasEvent.model_validate(json.loads(raw)["event"]) if raw else None
+
+
+def reconcile_registry(
+    client: MlflowClient, name: str, retry: RetryConfig | None = None
+) -> AliasEvent | None:
+    """Complete a half-done champion move of ``name`` (call under the promotion lock).
+
+    If an intent is pending and ``champion`` is still on its previous holder or already
+    on its target, the move is completed (alias, lineage, history, challenger cleared,
+    intent removed). If ``champion`` has since moved elsewhere, the intent is stale and
+    is dropped with a warning.
+
+    Returns:
+        The completed move, or None when nothing was pending (or it was stale).
+    """
+    retry = retry or RetryConfig()
+    try:
+        raw = call_with_retry(
+            lambda: client.get_registered_model(name).tags.get(PENDING_TAG), retry, "read intent"
+        )
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    if not raw:
+        return None
+    intent = json.loads(raw)
+    event = AliasEvent.model_validate(intent["event"])
+    holder = call_with_retry(lambda: current_champion(client, name), retry, "read champion")
+    if holder not in {event.version, event.previous}:
+        log.warning(
+            "%s: dropping a stale %s of v%s (champion is now v%s)",
+            name,
+            event.action,
+            event.version,
+            holder,
+        )
+        call_with_retry(
+            lambda: client.delete_registered_model_tag(name, PENDING_TAG), retry, "clear intent"
+        )
+        return None
+    log.warning("%s: completing a half-done %s of v%s", name, event.action, event.version)
+    return _complete_move(client, name, event, list(intent.get("lineage", [])), retry)
 
 
 def rollback_champion(
@@ -765,21 +1111,24 @@ def rollback_champion(
     lock_path: Path | None = None,
     lock_timeout_s: float = 600.0,
     retry: RetryConfig | None = None,
+    lock: PromotionLock | None = None,
 ) -> AliasEvent:
     """Move ``champion`` back to the version that held it before the current one.
 
     Promotions push onto a lineage and rollbacks pop it, so repeated rollbacks walk
     back through earlier champions (deleted versions are skipped). Recorded like a
-    promotion.
+    promotion, after completing any half-done move.
 
     Raises:
-        LookupError: there is no champion, or no earlier champion to return to.
+        NoChampionError: there is no champion (a ``LookupError``).
+        LookupError: there is no earlier champion to return to.
     """
     retry = retry or RetryConfig()
-    with _promotion_lock(client, name, lock_path, lock_timeout_s):
+    with _promotion_lock(client, name, lock_path, lock_timeout_s, lock):
+        reconcile_registry(client, name, retry)
         current = current_champion(client, name)
         if current is None:
-            raise LookupError(f"{name} has no champion to roll back")
+            raise NoChampionError(f"{name} has no champion to roll back")
         lineage = _champion_lineage(client, name)
         if lineage and lineage[-1] != current:
             lineage = [*lineage, current]  # champion set outside mmops: treat as latest

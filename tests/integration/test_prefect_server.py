@@ -32,6 +32,13 @@ def test_prefect_yaml_never_switches_schedules_off_with_an_empty_list():
     assert "schedules: []" not in PREFECT_YAML.read_text().replace("`schedules: []`", "")
 
 
+def test_every_deployment_that_writes_shared_files_has_a_concurrency_limit():
+    for deployment in declared_deployments():
+        limit = deployment.get("concurrency_limit")
+        assert limit and limit["limit"] == 1, deployment["name"]
+        assert limit["collision_strategy"] == "ENQUEUE", deployment["name"]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -145,9 +152,9 @@ def test_deploy_all_matches_prefect_yaml_and_keeps_paused_schedules_paused(serve
         assert deployment.work_pool_name == "mmops-process"
         spec = next(d for d in declared_deployments() if d["name"] == name)
         assert deployment.parameters == spec["parameters"]
-    train, _ = deployed["train-weekly"]
-    assert train.global_concurrency_limit is not None
-    assert train.global_concurrency_limit.limit == 1
+    for name, (deployment, _) in deployed.items():  # every deployment writes shared files
+        assert deployment.global_concurrency_limit is not None, name
+        assert deployment.global_concurrency_limit.limit == 1, name
 
     # An operator pauses the monitor schedule; redeploying must not re-activate it
     # (prefect#14973).

@@ -80,6 +80,14 @@ def _register(env, name: str, kind: str) -> str:
     return register_version(env["client"], name, env[kind])
 
 
+def _relog(env, kind: str):
+    """A new run of an already trained model (registration is idempotent per run)."""
+    result = env[f"{kind}_result"]
+    evaluation = evaluate_model(result.model, result.splits.test, env["config"].label)
+    experiment = env["client"].get_run(env[kind].run_id).info.experiment_id
+    return log_training_run(env["client"], experiment, result, evaluation, env["config"])
+
+
 def test_run_has_params_metrics_tags_and_artifacts(mlflow_env):
     client, record = mlflow_env["client"], mlflow_env["good"]
     run = client.get_run(record.run_id)
@@ -147,9 +155,11 @@ def test_alias_history_and_rollback(mlflow_env):
     assert [(e.alias, e.action, e.version, e.previous) for e in history] == [
         (CHALLENGER, "assign", v1, None),
         (CHAMPION, "promote", v1, None),
-        (CHALLENGER, "assign", v2, v1),
+        (CHALLENGER, "assign", v2, None),  # challenger was cleared when v1 was promoted
         (CHAMPION, "promote", v2, v1),
     ]
+    aliases = client.get_registered_model(name).aliases
+    assert {k: str(v) for k, v in aliases.items()} == {CHAMPION: v2}
     assert history[-1].metrics["holdout_macro_f1"] > history[-1].metrics["holdout_reference"]
     assert "| champion | promote | v2 | v1 |" in client.get_registered_model(name).description
 
@@ -165,7 +175,8 @@ def test_alias_history_and_rollback(mlflow_env):
 
 def test_concurrent_promotions_make_exactly_one_champion(mlflow_env):
     client, holdout, name = mlflow_env["client"], mlflow_env["holdout"], "race-model"
-    versions = [_register(mlflow_env, name, "good") for _ in range(2)]
+    versions = [register_version(client, name, _relog(mlflow_env, "good")) for _ in range(2)]
+    assert len(set(versions)) == 2
     barrier = threading.Barrier(2)
     decisions, errors = {}, []
 
