@@ -47,8 +47,12 @@ class TrainParams(BaseModel):
     )
     trigger: Literal["scheduled", "drift", "manual"] = Field(default="manual")
     reason: str = Field(default="", description="Why this run happens (drift evidence).")
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
+    train: TrainConfig | None = Field(
+        default=None, description="Training knobs; None: the settings' (MMOPS_TRAIN__*)."
+    )
+    gate: GateConfig | None = Field(
+        default=None, description="Promotion-gate bounds; None: the settings' (MMOPS_GATE__*)."
+    )
     drift: DriftConfig = Field(default_factory=DriftConfig)
 
 
@@ -93,7 +97,9 @@ def validate_training_set(runtime: Runtime, frame: pd.DataFrame, batch: str) -> 
 def fit(
     runtime: Runtime, frame: pd.DataFrame, params: TrainParams, gate: ValidationResult
 ) -> TrainResult:
-    return train_model(frame, runtime.config, params.train, validation=gate)
+    return train_model(
+        frame, runtime.config, params.train or runtime.settings.train, validation=gate
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -169,7 +175,7 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     result = fit(runtime, frame, params, gate)
     evaluation = evaluate(runtime, result)
     record, version = log_and_register(runtime, result, evaluation, params, gate)
-    decision = promote(runtime, version, result.splits.test, params.gate)
+    decision = promote(runtime, version, result.splits.test, params.gate or runtime.settings.gate)
     metrics = {k: v for k, v in evaluation.flat_metrics("test").items() if "slice" not in k}
     create_markdown_artifact(
         key="train-summary",
