@@ -133,21 +133,63 @@ def ingest(
     end: str | None = _END,
     window_hours: float = typer.Option(1.0, help="Window length when --start is not given."),
     raw_path: Path | None = typer.Option(None, help="Raw Parquet/CSV (default: settings)."),
+    materialize_days: float | None = typer.Option(
+        None, help="Load only the last N days into the online store (backfills)."
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='Print only {"rows_in", "stored", "quarantined", "reasons"} '
+        "(rows_in = stored + quarantined).",
+    ),
 ) -> None:
-    """Validate, embed and store the raw rows of one time window."""
+    """Validate, embed and store the raw rows of one time window; bad rows are
+    quarantined with their reasons, the rest proceed."""
     _prepare()
+    from features.ingest import whole_batch_counts
+    from features.validation import DataQualityError
     from flows.ingest import IngestParams, ingest_flow
 
-    _echo(
-        ingest_flow(
+    try:
+        result = ingest_flow(
             IngestParams(
                 start=_utc(start),
                 end=_utc(end),
                 window_hours=window_hours,
                 raw_path=str(raw_path) if raw_path else None,
+                materialize_days=materialize_days,
             )
         )
-    )
+    except DataQualityError as error:
+        counts = whole_batch_counts(error, getattr(error, "rows_in", error.result.n_rows))
+        if as_json:
+            typer.echo(json.dumps(counts, indent=2))
+        else:
+            typer.echo(error.result.summary(), err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result.counts(), indent=2))
+    else:
+        _echo(result)
+
+
+@app.command()
+def labels(
+    path: Path = typer.Argument(..., help="CSV or Parquet of entity key, label [, timestamp]."),
+) -> None:
+    """Join labels that arrive after their rows (training reads them from the label
+    store); labels without a timestamp go to the latest ingested row of their entity."""
+    runtime = _prepare()
+    import pandas as pd
+
+    from features.ingest import ingest_labels
+
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype=str, encoding=runtime.config.csv_encoding)
+    else:
+        frame = pd.read_parquet(path)
+    s = runtime.settings
+    _echo(ingest_labels(frame, runtime.config, s.labels_dir, s.feast_dir))
 
 
 @app.command()
