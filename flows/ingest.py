@@ -33,7 +33,8 @@ class IngestParams(BaseModel):
         default=None,
         gt=0,
         description="Load only the last N days of the window into the online store "
-        "(a backfill of old history need not be served online); None: the whole window.",
+        "(a backfill of old history need not be served online); None: the settings' "
+        "online_days (MMOPS_ONLINE_DAYS, default 1).",
     )
     raw_path: str | None = Field(
         default=None, description="Raw Parquet/CSV; default: settings.raw_data_path."
@@ -98,9 +99,8 @@ def ingest_flow(params: IngestParams) -> IngestResult:
             start=start, end=end, n_rows=0, rows_per_view={}, n_labels=0, materialized=False
         )
     outcome = gate_and_embed(runtime, raw, batch)
-    if "error" in outcome:
+    if "error" in outcome:  # raised once, here: Prefect logs its summary once
         error = outcome["error"]
-        logger.error("%s", error.result.summary())
         error.rows_in = len(raw)
         raise error
     features, good = outcome["features"], outcome["raw"]
@@ -114,8 +114,9 @@ def ingest_flow(params: IngestParams) -> IngestResult:
         )
     rows, n_labels = store_offline(runtime, features, good) if len(features) else ({}, 0)
     online_from = start
-    if params.materialize_days is not None:
-        online_from = max(start, end - timedelta(days=params.materialize_days))
+    days = params.materialize_days or runtime.settings.online_days
+    if days is not None:
+        online_from = max(start, end - timedelta(days=days))
     if len(features):
         materialize_online(runtime, online_from, end)
     result = IngestResult(

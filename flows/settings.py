@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         default=None, description="Scheduler address (tcp://host:8786); None: a local cluster."
     )
     seed: int = Field(default=0, description="The one seed for every random choice.")
+    online_days: float | None = Field(
+        default=1.0,
+        gt=0,
+        description="An ingest run loads only the last N days of its window into the "
+        "online store (scoring reads the offline store; a backfill of months of history "
+        "need not be served online); None: the whole window.",
+    )
     train: TrainConfig = Field(
         default_factory=TrainConfig,
         description="Training knobs of every run that does not set its own "

@@ -68,6 +68,7 @@ def test_small_real_dataset_from_unlabeled_ingest_to_monitoring_on_defaults(tmp_
     from prefect.testing.utilities import prefect_test_harness
     from typer.testing import CliRunner
 
+    from features.store import get_online_frame
     from flows.cli import app
     from flows.monitor import MonitorParams, monitor_flow
     from flows.runtime import get_runtime
@@ -99,6 +100,9 @@ def test_small_real_dataset_from_unlabeled_ingest_to_monitoring_on_defaults(tmp_
 
         runtime = get_runtime()
         client = connect(runtime.settings.tracking_uri)
+        # the months-long backfill put only its last day into the online store
+        oldest = get_online_frame(runtime.store, runtime.config, [tweets["id_str"].iloc[0]])
+        assert oldest["retweet_count"].isna().all()
         # the rows are stored, but nothing can train before labels arrive
         with pytest.raises(ValueError, match="no labels"):
             train_flow(TrainParams())
@@ -109,7 +113,7 @@ def test_small_real_dataset_from_unlabeled_ingest_to_monitoring_on_defaults(tmp_
 
         outcome = train_flow(TrainParams(end=PRODUCTION[0]))  # defaults from the settings
         metrics = outcome.test_metrics
-        print({k: round(v, 3) for k, v in metrics.items() if 'without' not in k})
+        print({k: round(v, 3) for k, v in metrics.items() if "without" not in k})
         assert outcome.promoted, outcome.reason
         assert metrics["test_macro_f1"] > metrics["test_baseline_macro_f1"] + 0.05
         assert current_champion(client, registered_model_name(runtime)) == outcome.version
@@ -132,3 +136,17 @@ def test_small_real_dataset_from_unlabeled_ingest_to_monitoring_on_defaults(tmp_
         assert monitored.n_rows == scored.n_rows
         print(counts, monitored.realized_accuracy, monitored.action)
         assert monitored.realized_accuracy is not None and monitored.realized_accuracy > 0.6
+
+        # a batch that fails as a whole: counts as JSON, a short message, exit code 1
+        broken = raw.drop(columns=["text"]).head(20)
+        broken.to_csv(tmp_path / "broken.csv", index=False)
+        args = ["ingest", "--start", PRODUCTION[0].isoformat(), "--end", PRODUCTION[1].isoformat()]
+        args += ["--raw-path", str(tmp_path / "broken.csv")]
+        out = cli.invoke(app, [*args, "--json"])
+        assert out.exit_code == 1
+        failed = json.loads(out.output[out.output.index("{") :])
+        assert failed["rows_in"] == failed["quarantined"] > 0 and failed["stored"] == 0
+        assert any("text" in reason for reason in failed["reasons"])
+        out = cli.invoke(app, args)
+        assert out.exit_code == 1 and "required text column 'text' is missing" in out.output
+        assert out.output.count("is missing") == 1 and len(out.output.splitlines()) < 15
