@@ -70,13 +70,30 @@ def registered_model_name(runtime: Runtime) -> str:
     return f"{runtime.config.name}-classifier"
 
 
-@task(retries=2, retry_delay_seconds=5, timeout_seconds=900, cache_policy=NO_CACHE)
+class NoLabelsError(ValueError):
+    """Nothing to train on: no labels in the window (retrying cannot help)."""
+
+
+def _worth_retrying(task, task_run, state) -> bool:
+    return not isinstance(state.result(raise_on_failure=False), NoLabelsError)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_worth_retrying,
+    timeout_seconds=900,
+    cache_policy=NO_CACHE,
+)
 def load_training_set(
     runtime: Runtime, start: datetime | None, end: datetime | None
 ) -> pd.DataFrame:
     labels = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
     if labels.empty:
-        raise ValueError(f"no labels between {start} and {end}: nothing to train on")
+        raise NoLabelsError(
+            f"no labels between {start} and {end}: nothing to train on "
+            "(rows ingested without labels get them with `mmops labels`)"
+        )
     return get_training_frame(runtime.store, runtime.config, labels)
 
 

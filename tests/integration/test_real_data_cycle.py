@@ -138,7 +138,7 @@ def test_small_real_dataset_from_unlabeled_ingest_to_monitoring_on_defaults(tmp_
         assert monitored.realized_accuracy is not None and monitored.realized_accuracy > 0.6
 
         # a batch that fails as a whole: counts as JSON, a short message, exit code 1
-        broken = raw.drop(columns=["text"]).head(20)
+        broken = raw.drop(columns=["text"]).tail(20)  # production-window rows
         broken.to_csv(tmp_path / "broken.csv", index=False)
         args = ["ingest", "--start", PRODUCTION[0].isoformat(), "--end", PRODUCTION[1].isoformat()]
         args += ["--raw-path", str(tmp_path / "broken.csv")]
