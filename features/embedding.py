@@ -139,4 +139,23 @@ def embed_frame(
             cache.save()
         frame[config.embedding_column(column)] = list(vectors)
         frame[config.presence_column(column)] = np.array([k is not None for k in keys], np.int64)
+    for spec in config.vectors:
+        vectors, present = vector_block(raw[spec.name], spec.dim)
+        frame[config.embedding_column(spec.name)] = list(vectors)
+        frame[config.presence_column(spec.name)] = present
     return frame.reset_index(drop=True)
+
+
+def vector_block(values: pd.Series, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Precomputed embeddings as L2-normalised float32 rows (zeros where missing) and the
+    0/1 presence flags. Rows are expected to have passed the gate (length ``dim``,
+    finite, non-zero)."""
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    present = np.zeros(len(values), dtype=np.int64)
+    for i, value in enumerate(values.to_numpy(dtype=object)):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        vector = np.asarray(value, dtype=np.float64)
+        out[i] = vector / np.linalg.norm(vector)
+        present[i] = 1
+    return out, present

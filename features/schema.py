@@ -178,6 +178,20 @@ class ImageColumn(_Column):
     description: str = Field(default="")
 
 
+class VectorColumn(_Column):
+    """A column of precomputed embeddings (float vectors from any encoder: audio, a
+    domain model, ...). Validated (length, finite, non-zero), L2-normalised, stored,
+    trained on and monitored like the text and image embeddings."""
+
+    name: str = Field(description="Column name in the raw data (one float vector per row).")
+    dim: int = Field(ge=1, le=8192, description="Length of every vector.")
+    optional: bool = Field(
+        default=True,
+        description="Rows may lack this modality (null); the model then masks it.",
+    )
+    description: str = Field(default="")
+
+
 class DatasetConfig(BaseModel):
     """Declares a multimodal dataset.
 
@@ -205,6 +219,9 @@ class DatasetConfig(BaseModel):
     )
     text: list[TextColumn] = Field(default_factory=list)
     images: list[ImageColumn] = Field(default_factory=list)
+    vectors: list[VectorColumn] = Field(
+        default_factory=list, description="Precomputed embedding columns."
+    )
     numeric: list[NumericColumn] = Field(default_factory=list)
     categorical: list[CategoricalColumn] = Field(default_factory=list)
     monitor_only: list[str] = Field(
@@ -284,7 +301,7 @@ class DatasetConfig(BaseModel):
         unknown = [c for c in self.monitor_only if c not in tabular]
         if unknown:
             raise ValueError(f"monitor_only names columns that are not tabular: {unknown}")
-        if not (self.text or self.images or self.model_tabular_columns):
+        if not (self.text or self.images or self.vectors or self.model_tabular_columns):
             raise ValueError("a dataset needs at least one model input column")
         return self
 
@@ -296,6 +313,15 @@ class DatasetConfig(BaseModel):
     @property
     def image_columns(self) -> list[str]:
         return [c.name for c in self.images]
+
+    @property
+    def vector_columns(self) -> list[str]:
+        return [c.name for c in self.vectors]
+
+    @property
+    def embedded_columns(self) -> list[str]:
+        """Columns that become an embedding and a presence flag (text, image, vector)."""
+        return self.text_columns + self.image_columns + self.vector_columns
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -315,7 +341,7 @@ class DatasetConfig(BaseModel):
 
     @property
     def all_feature_columns(self) -> list[str]:
-        return self.text_columns + self.image_columns + self.tabular_columns
+        return self.embedded_columns + self.tabular_columns
 
     @property
     def raw_columns(self) -> list[str]:

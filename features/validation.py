@@ -626,13 +626,59 @@ def build_raw_suite(config: DatasetConfig, *, now: datetime, skipped: set[str] =
             "cannot be decoded as an image",
             show=c,
         )
+    for spec in config.vectors:
+        c = spec.name
+        if c in skipped:
+            continue
+        if not spec.optional:
+            _add(
+                checks,
+                E.ExpectColumnValuesToNotBeNull(column=f"{c}__dim_ok"),
+                c,
+                "have no vector (null)",
+            )
+        for fact, problem in (
+            ("dim_ok", f"do not hold a 1-d vector of length {spec.dim}"),
+            ("finite", "hold NaN, inf or non-numeric values"),
+            ("nonzero", "are all zeros (no direction to normalise)"),
+        ):
+            _add(
+                checks,
+                E.ExpectColumnValuesToBeInSet(column=f"{c}__{fact}", value_set=[True]),
+                c,
+                problem,
+                show=f"{c}__dim" if fact == "dim_ok" else c,
+            )
     return gx.ExpectationSuite(name=f"{config.name}_raw", expectations=checks)
 
 
+def _vector_facts(series: pd.Series, dim: int) -> dict[str, pd.Series]:
+    """Per-row facts about a precomputed-embedding column; None where the row has none
+    (or where an earlier fact already failed)."""
+    missing = series.map(lambda v: v is None or (isinstance(v, float) and math.isnan(v))).to_numpy(
+        dtype=bool
+    )
+    facts = _embedding_facts(series)
+    dims = facts["dim"].to_numpy()
+    dim_ok = np.where(missing, None, dims == dim)
+    finite = np.where(missing | (dims != dim), None, facts["finite"].to_numpy(dtype=object))
+    norms = facts["norm"].to_numpy()
+    usable = ~missing & (dims == dim) & (finite == True)  # noqa: E712 (object array)
+    nonzero = np.where(usable, norms > 1e-12, None)
+    return {
+        "dim": pd.Series(np.where(missing, None, dims), dtype=object),
+        "dim_ok": pd.Series(dim_ok, dtype=object),
+        "finite": pd.Series(finite, dtype=object),
+        "nonzero": pd.Series(nonzero, dtype=object),
+    }
+
+
 def _modalities(config: DatasetConfig) -> list[tuple[str, int]]:
-    return [(c, TEXT_DIM) for c in config.text_columns] + [
-        (c, IMAGE_DIM) for c in config.image_columns
-    ]
+    return (
+        [(c, TEXT_DIM) for c in config.text_columns]
+        + [(c, IMAGE_DIM) for c in config.image_columns]
+        + [(c.name, c.dim) for c in config.vectors]
+    )
 
 
 def build_feature_suite(config: DatasetConfig, *, skipped: set[str] = frozenset()):
@@ -753,6 +799,10 @@ def _raw_check_frame(frame: pd.DataFrame, config: DatasetConfig, skipped: set[st
     for spec in config.images:
         if spec.name not in skipped:
             for fact, values in _image_facts(frame[spec.name], config.image_root, spec).items():
+                data[f"{spec.name}__{fact}"] = values
+    for spec in config.vectors:
+        if spec.name not in skipped:
+            for fact, values in _vector_facts(frame[spec.name], spec.dim).items():
                 data[f"{spec.name}__{fact}"] = values
     return pd.DataFrame(data)
 
@@ -977,6 +1027,7 @@ def _raw_roles(config: DatasetConfig) -> dict[str, str]:
     }
     roles.update({c: "text" for c in config.text_columns})
     roles.update({c: "image" for c in config.image_columns})
+    roles.update({c: "embedding" for c in config.vector_columns})
     roles.update({c: "numeric" for c in config.numeric_columns})
     roles.update({c: "categorical" for c in config.categorical_columns})
     return roles

@@ -201,7 +201,7 @@ def check_training_frame(
 ) -> None:
     """Raise :class:`TrainingDataError` unless the frame can be trained on."""
     needed = [config.timestamp, config.label, *config.model_tabular_columns]
-    for column in config.text_columns + config.image_columns:
+    for column in config.embedded_columns:
         needed.append(config.embedding_column(column))
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -272,11 +272,15 @@ def build_spec(
 ) -> ModelSpec:
     """The model's input declaration, from the dataset config and embedding widths."""
     wanted = set(train_config.modalities) if train_config.modalities is not None else None
-    known = {*config.text_columns, *config.image_columns, TABULAR}
+    known = {*config.embedded_columns, TABULAR}
     if wanted is not None and (not wanted or wanted - known):
         raise TrainingDataError(f"modalities must be a non-empty subset of {sorted(known)}")
     embeddings = []
-    for kind, columns in (("text", config.text_columns), ("image", config.image_columns)):
+    for kind, columns in (
+        ("text", config.text_columns),
+        ("image", config.image_columns),
+        ("vector", config.vector_columns),
+    ):
         for column in columns:
             if wanted is not None and column not in wanted:
                 continue

@@ -229,3 +229,88 @@ def test_string_keys_late_labels_int_categoricals_and_a_latin1_csv(tmp_path):
     assert len(training) == 12 and training["note_id"].iloc[0] == "N-000"
     assert set(training["urgent"]) == {"0", "1"} and "other" in set(training["team"])
     assert training["body_present"].sum() == 11
+
+
+VECTORS = """
+name: calls
+entity_key: call_id
+timestamp: at
+label: churn
+classes: ["no", "yes"]
+vectors:
+  - {name: voice, dim: 8, description: audio embedding from an external encoder}
+numeric:
+  - {name: minutes, min_value: 0}
+max_bad_row_share: 0.05
+"""
+
+
+def test_precomputed_embeddings_are_validated_stored_trained_on_and_monitored(tmp_path):
+    from features.store import read_labels
+    from monitoring.drift import compute_drift, fit_drift_reference
+    from training.train import TrainConfig, train_model
+
+    (tmp_path / "dataset.yaml").write_text(VECTORS)
+    config = load_dataset_config(tmp_path / "dataset.yaml")
+    rng = np.random.default_rng(0)
+    n = 300
+    direction = rng.normal(size=8)
+    churn = rng.random(n) < 0.4
+    vectors = rng.normal(size=(n, 8)) * 0.8 + np.where(churn, 1.0, -1.0)[:, None] * direction
+    voice = [list(v * rng.uniform(0.5, 3.0)) for v in vectors]  # any scale: normalised
+    voice[10], voice[11] = None, None  # rows without the modality
+    voice[20] = [1.0, 2.0]  # wrong length
+    voice[21] = [float("nan")] * 8
+    voice[22] = [0.0] * 8
+    raw = pd.DataFrame(
+        {
+            "call_id": np.arange(n),
+            "at": pd.Timestamp("2026-03-01T00:00Z") + pd.to_timedelta(np.arange(n), unit="min"),
+            "churn": np.where(churn, "yes", "no"),
+            "voice": voice,
+            "minutes": rng.uniform(0, 60, n),
+        }
+    )
+    raw.to_parquet(tmp_path / "calls.parquet")
+    paths = IngestPaths(
+        feast_dir=tmp_path / "feast",
+        labels_dir=tmp_path / "labels",
+        quarantine_dir=tmp_path / "quarantine",
+        embedding_cache_dir=tmp_path / "cache",
+    )
+    store = prepare_store(config, paths.feast_dir)
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+    frame = read_raw(tmp_path / "calls.parquet", config, start, end)
+    result = ingest_window(frame, config, store, Encoders.load(config), paths, start, end)
+    assert (result.stored, result.quarantined) == (n - 3, 3)
+    assert {
+        "voice: do not hold a 1-d vector of length 8",
+        "voice: are all zeros (no direction to normalise)",
+    } <= set(result.reasons)
+
+    training = get_training_frame(store, config, read_labels(config, paths.labels_dir))
+    norms = np.linalg.norm(np.stack(training["voice_emb"]), axis=1)
+    assert training["voice_present"].sum() == n - 5
+    np.testing.assert_allclose(norms[training["voice_present"] == 1], 1.0, atol=1e-5)
+    trained = train_model(
+        training,
+        config,
+        TrainConfig(hidden_size=16, fusion_hidden_size=16, epochs=30, show_progress=False),
+    )
+    assert trained.manifest.modalities == ["voice", "tabular"]
+    test = trained.splits.test
+    accuracy = (trained.model.predict_proba(test).argmax(1) == (test["churn"] == "yes")).mean()
+    assert accuracy > 0.8
+
+    scored = training.assign(prediction="no", proba_no=0.5, proba_yes=0.5)
+    reference = fit_drift_reference(scored.iloc[:150], config)
+    shifted = scored.iloc[150:].copy()
+    shifted["voice_emb"] = [
+        (v + 2 * direction / np.linalg.norm(direction))
+        / np.linalg.norm(v + 2 * direction / np.linalg.norm(direction))
+        if p
+        else v
+        for v, p in zip(shifted["voice_emb"], shifted["voice_present"], strict=True)
+    ]
+    drift = compute_drift(reference, shifted)
+    assert "vector" in drift.modalities and drift.modalities["vector"].drifted
