@@ -156,8 +156,8 @@ def _dtype_problem(series: pd.Series, role: str) -> str | None:
     if role == "entity":
         if pd.api.types.is_integer_dtype(dtype):
             return None
-        if pd.api.types.is_object_dtype(dtype) and series.map(_int_key).all():
-            return None  # integer keys beside nulls / unparseable keys: checked row by row
+        if pd.api.types.is_object_dtype(dtype):
+            return None  # integers beside nulls or text: checked row by row (__is_int)
         return (
             f"has dtype {dtype}; with entity_type int64 the entity key needs integers "
             "(declare entity_type: string for text keys)"
@@ -197,9 +197,11 @@ def _dtype_problem(series: pd.Series, role: str) -> str | None:
     return None
 
 
-def _int_key(value: Any) -> bool:
-    """An integer key, or a value its row fails on (null, text) rather than the batch."""
-    return not isinstance(value, float | np.floating) or math.isnan(value)
+def _is_int_key(value: Any) -> bool | None:
+    """True for an integer key, False for anything else, None for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def _precheck(
@@ -448,6 +450,14 @@ def _keys_checks(checks: list, config: DatasetConfig, skipped: set[str]) -> None
     import great_expectations as gx
 
     key, ts = config.entity_key, config.timestamp
+    if config.entity_type == "int64" and key not in skipped:
+        _add(
+            checks,
+            gx.expectations.ExpectColumnValuesToBeInSet(column=f"{key}__is_int", value_set=[True]),
+            key,
+            "are not integers (declare entity_type: string for text keys)",
+            show=key,
+        )
     for column in (key, ts):
         if column not in skipped:
             _add(
@@ -760,6 +770,14 @@ def _base_frame(frame: pd.DataFrame, config: DatasetConfig, skipped: set[str]) -
     for column in (config.entity_key, config.timestamp, *config.tabular_columns):
         if column not in skipped and column in frame.columns:
             data[column] = frame[column].reset_index(drop=True)
+    key = config.entity_key
+    if key in data and config.entity_type == "int64":
+        flags = data[key].map(_is_int_key) if data[key].dtype == object else None
+        data[f"{key}__is_int"] = (
+            pd.Series([True] * len(data[key]), dtype=object)
+            if flags is None
+            else flags.astype(object)
+        )
     for spec in config.numeric:
         if spec.name in data:
             data[f"{spec.name}__finite"] = _finite_flags(data[spec.name])

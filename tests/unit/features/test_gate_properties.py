@@ -94,3 +94,58 @@ def test_the_gate_never_crashes_and_accounts_for_every_row(tmp_path, data, share
     assert passed["y"].isin(["a", "b"]).where(passed["y"].notna(), True).all()
     assert passed["c"].isin(["1", "2"]).all() and passed["d"].isin(["p", "q", "other"]).all()
     assert np.isfinite(passed["x"].astype(float)).all()
+
+
+configs = st.builds(
+    lambda optional, unknown, entity_type, low, share: DatasetConfig.model_validate(
+        {
+            "name": "prop",
+            "entity_key": "id",
+            "entity_type": entity_type,
+            "timestamp": "ts",
+            "label": "y",
+            "classes": [0, 1],
+            "text": [{"name": "body", "optional": optional, "min_chars": 1}],
+            "numeric": [{"name": "x", "min_value": low, "nullable": optional}],
+            "categorical": [{"name": "d", "categories": ["p", "q"], "unknown_category": unknown}],
+            "max_bad_row_share": share,
+        }
+    ),
+    st.booleans(),
+    st.sampled_from(["quarantine", "other"]),
+    st.sampled_from(["int64", "string"]),
+    st.one_of(st.none(), st.floats(-5, 5)),
+    st.floats(0, 1),
+)
+loose_rows = st.fixed_dictionaries(
+    {
+        "id": keys,
+        "ts": stamps,
+        "y": st.sampled_from([0, 1, 1.0, "1", None, 7]),
+        "x": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none()),
+        "d": tiers,
+        "body": texts,
+    }
+)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(configs, st.lists(loose_rows, min_size=1, max_size=10))
+def test_over_configs_every_row_is_stored_or_quarantined_with_a_reason(tmp_path, config, data):
+    frame = coerce_raw(pd.DataFrame(data), config)
+    try:
+        outcome = gate_rows(
+            frame, config, kind="raw", quarantine_dir=tmp_path / "q", batch_name="p", now=NOW
+        )
+    except DataQualityError as error:
+        assert error.result.n_quarantined == len(frame) and error.result.reasons()
+        return
+    assert len(outcome.passed) + outcome.n_quarantined == len(frame)
+    assert sum(1 for _ in outcome.bad_rows) == outcome.n_quarantined
+    assert outcome.n_quarantined <= config.max_bad_row_share * len(frame) + 1e-9
+    if outcome.n_quarantined:
+        assert outcome.reasons and all(count > 0 for count in outcome.reasons.values())
