@@ -20,6 +20,7 @@ BENCHMARKS = {
     "monitoring_speed": [],
     "drift_detection": [],
     "prod_bench": [],
+    "image_ingest_memory": [],
 }
 
 

@@ -19,7 +19,7 @@ from feast.types import Array, Float32, Float64, Int64, String
 from features.encoders import IMAGE_DIM, IMAGE_ENCODER_ID, TEXT_DIM, TEXT_ENCODER_ID
 from features.schema import DatasetConfig
 
-VIEW_KINDS = ("tabular", "text", "image")
+VIEW_KINDS = ("tabular", "text", "image", "vector")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,11 @@ def view_columns(config: DatasetConfig, kind: str) -> list[str]:
     """The feature columns a view holds (in the offline Parquet files too)."""
     if kind == "tabular":
         return config.tabular_columns
-    modality = config.text_columns if kind == "text" else config.image_columns
+    modality = {
+        "text": config.text_columns,
+        "image": config.image_columns,
+        "vector": config.vector_columns,
+    }[kind]
     columns: list[str] = []
     for column in modality:
         columns += [config.embedding_column(column), config.presence_column(column)]
@@ -107,6 +111,8 @@ def _view_description(kind: str) -> str:
         return f"Text embeddings ({TEXT_ENCODER_ID}, {TEXT_DIM}-d, zeros when absent)."
     if kind == "image":
         return f"Image embeddings ({IMAGE_ENCODER_ID}, {IMAGE_DIM}-d, zeros when absent)."
+    if kind == "vector":
+        return "Precomputed embeddings, L2-normalised (zeros when absent)."
     return "Tabular features."
 
 
@@ -119,10 +125,10 @@ def _fields(config: DatasetConfig, kind: str) -> list[Field]:
             Field(name=c.name, dtype=String, description=c.description) for c in config.categorical
         ]
         return fields
-    columns = config.text if kind == "text" else config.images
-    dim = TEXT_DIM if kind == "text" else IMAGE_DIM
+    columns = {"text": config.text, "image": config.images, "vector": config.vectors}[kind]
     fields = []
     for column in columns:
+        dim = {"text": TEXT_DIM, "image": IMAGE_DIM}.get(kind) or column.dim
         fields.append(
             Field(
                 name=config.embedding_column(column.name),

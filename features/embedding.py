@@ -47,6 +47,29 @@ def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
+def _variant(spec) -> bytes:
+    """What besides the bytes changes an image's embedding (the alpha background)."""
+    if tuple(spec.background) == (255, 255, 255):
+        return b""  # the default: keys stay those of earlier releases
+    return "bg={},{},{}".format(*spec.background).encode()
+
+
+class _LazyImages:
+    """A sequence that decodes images only when a batch asks for them, so at most one
+    encoder batch of (downscaled) images is in memory at a time."""
+
+    def __init__(self, values: list, decode) -> None:
+        self._values, self._decode = values, decode
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._decode(v) for v in self._values[index]]
+        return self._decode(self._values[index])
+
+
 def embed_frame(
     raw: pd.DataFrame,
     config: DatasetConfig,
@@ -87,22 +110,52 @@ def embed_frame(
             cache.save()
         frame[config.embedding_column(column)] = list(vectors)
         frame[config.presence_column(column)] = np.array([k is not None for k in keys], np.int64)
-    for column in config.image_columns:
+    for spec in config.images:
+        column = spec.name
+        encoder = encoders.image.with_size(spec.size)
         values = raw[column].tolist()
         keys = [
-            None if _is_missing(v) else content_key(read_image_bytes(v, config.image_root))
+            None
+            if _is_missing(v)
+            else content_key(read_image_bytes(v, config.image_root) + _variant(spec))
             for v in values
         ]
-        cache = EmbeddingCache(cache_dir, encoders.image.encoder_id) if cache_dir else None
+        cache = EmbeddingCache(cache_dir, encoder.encoder_id) if cache_dir else None
+        decode = partial(
+            decode_image,
+            image_root=config.image_root,
+            max_pixels=spec.max_pixels,
+            size=spec.size,
+            background=spec.background,
+        )
         vectors = embed_with_cache(
             keys,
-            lambda rows, v=values: [decode_image(v[r], config.image_root) for r in rows],
-            partial(encoders.image.encode, show_progress=show_progress),
+            lambda rows, v=values, d=decode: _LazyImages([v[r] for r in rows], d),
+            partial(encoder.encode, show_progress=show_progress),
             cache,
-            encoders.image.dim,
+            encoder.dim,
         )
         if cache is not None:
             cache.save()
         frame[config.embedding_column(column)] = list(vectors)
         frame[config.presence_column(column)] = np.array([k is not None for k in keys], np.int64)
+    for spec in config.vectors:
+        vectors, present = vector_block(raw[spec.name], spec.dim)
+        frame[config.embedding_column(spec.name)] = list(vectors)
+        frame[config.presence_column(spec.name)] = present
     return frame.reset_index(drop=True)
+
+
+def vector_block(values: pd.Series, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Precomputed embeddings as L2-normalised float32 rows (zeros where missing) and the
+    0/1 presence flags. Rows are expected to have passed the gate (length ``dim``,
+    finite, non-zero)."""
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    present = np.zeros(len(values), dtype=np.int64)
+    for i, value in enumerate(values.to_numpy(dtype=object)):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        vector = np.asarray(value, dtype=np.float64)
+        out[i] = vector / np.linalg.norm(vector)
+        present[i] = 1
+    return out, present

@@ -42,43 +42,130 @@ def content_key(value: str | bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def decode_image(value: bytes | str | os.PathLike, image_root: str | Path | None = None):
-    """Decode image bytes or load an image file; returns an RGB PIL image.
+class ImagePathError(ImageDecodeError):
+    """An image path that is not a plain path inside ``image_root``."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header declares more pixels than allowed (a decompression bomb)."""
+
+
+DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_BACKGROUND = (255, 255, 255)
+
+
+def resolve_image_path(value: str | os.PathLike, image_root: str | Path | None) -> Path:
+    """The file an image path names, confined to ``image_root`` after resolution
+    (symlinks and ``..`` followed). Errors never show the resolved path, so they cannot
+    be used to probe which files exist outside the root.
 
     Raises:
-        ImageDecodeError: the file is missing or the bytes are not a decodable image.
+        ImagePathError: no ``image_root``, an absolute path, or one that escapes the root.
+        ImageDecodeError: no such file under the root.
     """
-    from PIL import Image, UnidentifiedImageError
+    given = str(value)
+    if image_root is None:
+        raise ImagePathError("image paths need image_root in the dataset config")
+    if "\x00" in given or Path(given).is_absolute() or given.startswith("~"):
+        raise ImagePathError("absolute image paths are refused: give paths relative to image_root")
+    root = Path(image_root).resolve()
+    path = (root / given).resolve()
+    if not path.is_relative_to(root):
+        raise ImagePathError("image path escapes image_root")
+    if not path.is_file():
+        raise ImageDecodeError(f"image file not found under image_root: {given[:200]!r}")
+    return path
 
+
+def _open_source(value, image_root):
     if isinstance(value, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(bytes(value))
-        where = f"{len(value)} bytes"
-    else:
-        path = Path(value)
-        if image_root is not None and not path.is_absolute():
-            path = Path(image_root) / path
-        if not path.is_file():
-            raise ImageDecodeError(f"image file not found: {path}")
-        source = path
-        where = str(path)
+        return io.BytesIO(bytes(value)), f"{len(value)} bytes"
+    return resolve_image_path(value, image_root), "file " + repr(str(value)[:200])
+
+
+def image_dimensions(value: bytes | str | os.PathLike, image_root: str | Path | None = None):
+    """(width, height) read from the image header, without decoding the pixels.
+
+    Raises:
+        ImageDecodeError: unreadable, not an image, or a path outside ``image_root``.
+    """
+    from PIL import Image
+
+    source, where = _open_source(value, image_root)
     try:
         with Image.open(source) as image:
+            return image.size
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image ({where}) declares too many pixels: {exc}") from exc
+    except Exception as exc:  # every decoder error is a bad row, never a crash
+        raise ImageDecodeError(f"cannot read image header ({where}): {exc}") from exc
+
+
+def decode_image(
+    value: bytes | str | os.PathLike,
+    image_root: str | Path | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    size: int | None = None,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+):
+    """Decode image bytes or an image file under ``image_root``; returns an RGB PIL image.
+
+    The header's dimensions are checked against ``max_pixels`` before any pixel is
+    decoded. With ``size``, decoding downscales on the way (JPEG ``draft``, then
+    ``reduce``) to at least ``size`` pixels a side, so a large photo never sits in memory
+    at full resolution. Transparent pixels are composited onto ``background``.
+
+    Raises:
+        ImageDecodeError: missing file, path outside ``image_root``, too many pixels, or
+            any decoder error (``DecompressionBombError`` included).
+    """
+    from PIL import Image
+
+    source, where = _open_source(value, image_root)
+    try:
+        with Image.open(source) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"image ({where}) declares {width}x{height} pixels, more than "
+                    f"max_pixels={max_pixels}"
+                )
+            if size is not None:
+                image.draft("RGB", (size, size))
             image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            if size is not None:
+                factor = min(image.size) // size
+                if factor >= 2:
+                    image = image.reduce(factor)
+            return _flatten(image, background)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image ({where}) declares too many pixels: {exc}") from exc
+    except Exception as exc:  # every decoder error is a bad row, never a crash
         raise ImageDecodeError(f"cannot decode image ({where}): {exc}") from exc
 
 
+def _flatten(image, background: tuple[int, int, int]):
+    """RGB, with transparency composited onto ``background`` (not dropped to black)."""
+    from PIL import Image
+
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return image.convert("RGB")
+
+
 def read_image_bytes(value: bytes | str | os.PathLike, image_root: str | Path | None) -> bytes:
-    """Bytes of an image given inline or as a path (for hashing)."""
+    """Bytes of an image given inline or as a path under ``image_root`` (for hashing)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    path = Path(value)
-    if image_root is not None and not path.is_absolute():
-        path = Path(image_root) / path
-    if not path.is_file():
-        raise ImageDecodeError(f"image file not found: {path}")
-    return path.read_bytes()
+    return resolve_image_path(value, image_root).read_bytes()
 
 
 class TextEncoder:
@@ -136,6 +223,17 @@ class ImageEncoder:
         gaussian = generator.standard_normal((1280, IMAGE_DIM))
         q, _ = np.linalg.qr(gaussian)
         self._projection = torch.from_numpy(q.astype(np.float32))
+
+    def with_size(self, size: int) -> ImageEncoder:
+        """The same network and projection at another input resolution (shares weights);
+        its ``encoder_id`` names the size, so cached embeddings never mix resolutions."""
+        if size == self.size:
+            return self
+        clone = object.__new__(ImageEncoder)
+        clone.__dict__.update(self.__dict__)
+        clone.size = size
+        clone.encoder_id = f"efficientnet-lite0-prehead@{size}px-proj{IMAGE_DIM}"
+        return clone
 
     def _to_tensor(self, images: Sequence) -> object:
         torch = self._torch

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -22,13 +23,53 @@ from pydantic import (
 
 from features.errors import InvalidConfigError
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""Identifiers (dataset, keys, column names): checked with ``fullmatch``, so a trailing
+newline or a ``../`` never passes (``$`` matches before a final newline)."""
+OTHER = "other"
+"""The bucket that unknown categories go to with ``unknown_category: other``."""
+_FORBID = ConfigDict(frozen=True, extra="forbid")
 
 
-class NumericColumn(BaseModel):
+def _identifier(value: str, what: str = "name") -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid identifier: letters, digits and _, "
+            "not starting with a digit"
+        )
+    return value
+
+
+def _as_label(value: Any) -> Any:
+    """Numbers declared as classes or categories (``classes: [0, 1]``) are kept as their
+    text ("0", "1"): values are compared as strings everywhere downstream."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _unique(values: list[str], what: str) -> list[str]:
+    duplicated = sorted({v for v in values if values.count(v) > 1})
+    if duplicated:
+        raise ValueError(f"{what} listed more than once: {duplicated}")
+    return values
+
+
+class _Column(BaseModel):
+    model_config = _FORBID
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _column_name(cls, value: str) -> str:
+        return _identifier(value, "column name")
+
+
+class NumericColumn(_Column):
     """A numeric tabular column with the range that the data-quality gate enforces."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str = Field(description="Column name in the raw data.")
     min_value: float | None = Field(default=None, description="Smallest valid value (inclusive).")
@@ -36,21 +77,67 @@ class NumericColumn(BaseModel):
     nullable: bool = Field(default=False, description="Whether missing values are allowed.")
     description: str = Field(default="", description="Human description, copied into Feast.")
 
+    @model_validator(mode="after")
+    def _range(self) -> NumericColumn:
+        if (
+            self.min_value is not None
+            and self.max_value is not None
+            and self.min_value > self.max_value
+        ):
+            raise ValueError(
+                f"{self.name}: min_value {self.min_value} is greater than max_value "
+                f"{self.max_value}"
+            )
+        return self
 
-class CategoricalColumn(BaseModel):
+
+class CategoricalColumn(_Column):
     """A categorical tabular column with its allowed values."""
 
-    model_config = ConfigDict(frozen=True)
-
     name: str = Field(description="Column name in the raw data.")
-    categories: list[str] = Field(min_length=1, description="Allowed values, in a fixed order.")
+    categories: list[str] = Field(
+        min_length=1,
+        description="Allowed values, in a fixed order. Numbers are kept as their text "
+        "(``[1, 2, 3]`` means the values 1, 2 and 3 of an integer-coded column).",
+    )
+    dtype: Literal["str", "int"] = Field(
+        default="str",
+        description="How raw values are read: str as they are; int for integer codes "
+        "(1, 1.0 and '1' all become the category '1').",
+    )
+    unknown_category: Literal["quarantine", "other"] = Field(
+        default="quarantine",
+        description=f"A value outside the categories: quarantine its row, or map it to "
+        f"the bucket {OTHER!r} (added to the categories, so the model learns it).",
+    )
     description: str = Field(default="", description="Human description, copied into Feast.")
 
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _category_text(cls, value: Any) -> Any:
+        return [_as_label(v) for v in value] if isinstance(value, list) else value
 
-class TextColumn(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _other_bucket(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and data.get("unknown_category") == "other"
+            and isinstance(data.get("categories"), list)
+        ):
+            categories = [_as_label(v) for v in data["categories"]]
+            if OTHER not in categories:
+                data = {**data, "categories": [*categories, OTHER]}
+        return data
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CategoricalColumn:
+        _unique(self.categories, f"{self.name}: categories")
+        return self
+
+
+class TextColumn(_Column):
     """A free-text column, embedded with the text encoder."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str = Field(description="Column name in the raw data.")
     min_chars: int = Field(default=1, ge=0, description="Shortest accepted text (after strip).")
@@ -61,13 +148,52 @@ class TextColumn(BaseModel):
     )
     description: str = Field(default="")
 
+    @model_validator(mode="after")
+    def _lengths(self) -> TextColumn:
+        if self.min_chars > self.max_chars:
+            raise ValueError(
+                f"{self.name}: min_chars {self.min_chars} is greater than max_chars "
+                f"{self.max_chars}"
+            )
+        return self
 
-class ImageColumn(BaseModel):
+
+class ImageColumn(_Column):
     """An image column holding encoded image bytes or a path relative to ``image_root``."""
 
-    model_config = ConfigDict(frozen=True)
-
     name: str = Field(description="Column name in the raw data.")
+    optional: bool = Field(
+        default=True,
+        description="Rows may lack this modality (null); the model then masks it.",
+    )
+    size: int = Field(
+        default=32,
+        ge=16,
+        le=512,
+        description="Side in pixels the image is resized to before encoding (larger: finer "
+        "detail, slower: about 430 images/s at 32 px, 190 at 64 px on 2 cores).",
+    )
+    background: tuple[int, int, int] = Field(
+        default=(255, 255, 255),
+        description="RGB colour that transparent pixels are composited onto (icons and "
+        "cut-outs on transparent backgrounds; dropping alpha would turn them black).",
+    )
+    max_pixels: int = Field(
+        default=50_000_000,
+        gt=0,
+        description="Images with more pixels (width x height, read from the header before "
+        "decoding) are quarantined: a 99-byte file can declare 20000x20000.",
+    )
+    description: str = Field(default="")
+
+
+class VectorColumn(_Column):
+    """A column of precomputed embeddings (float vectors from any encoder: audio, a
+    domain model, ...). Validated (length, finite, non-zero), L2-normalised, stored,
+    trained on and monitored like the text and image embeddings."""
+
+    name: str = Field(description="Column name in the raw data (one float vector per row).")
+    dim: int = Field(ge=1, le=8192, description="Length of every vector.")
     optional: bool = Field(
         default=True,
         description="Rows may lack this modality (null); the model then masks it.",
@@ -82,7 +208,7 @@ class DatasetConfig(BaseModel):
     monitoring) is derived from this object.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _FORBID
 
     name: str = Field(description="Dataset / project name; letters, digits and underscores.")
     entity_key: str = Field(description="Column identifying the entity a row describes.")
@@ -90,10 +216,21 @@ class DatasetConfig(BaseModel):
         default="int64", description="Type of the entity key values."
     )
     timestamp: str = Field(description="Event-timestamp column (timezone-aware UTC).")
-    label: str = Field(description="Label column (class names as strings or ints).")
-    classes: list[str] = Field(min_length=2, description="Label values, in a fixed order.")
+    label: str = Field(
+        description="Label column (class names as strings or ints). Rows may arrive "
+        "without it (null or no column): they are stored and scored, and their labels "
+        "are joined when they arrive (``mmops labels``)."
+    )
+    classes: list[str] = Field(
+        min_length=2,
+        description="Label values, in a fixed order; numbers are kept as their text "
+        "(``[0, 1]``: labels 0 and 1, also when read as 0.0 and 1.0).",
+    )
     text: list[TextColumn] = Field(default_factory=list)
     images: list[ImageColumn] = Field(default_factory=list)
+    vectors: list[VectorColumn] = Field(
+        default_factory=list, description="Precomputed embedding columns."
+    )
     numeric: list[NumericColumn] = Field(default_factory=list)
     categorical: list[CategoricalColumn] = Field(default_factory=list)
     monitor_only: list[str] = Field(
@@ -106,12 +243,59 @@ class DatasetConfig(BaseModel):
         description="Folder that relative image paths are resolved against.",
     )
     feature_service_version: int = Field(default=1, ge=1)
+    csv_encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of a CSV raw file (latin-1, cp1252, utf-8-sig, ...).",
+    )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of timestamps written without an offset; timestamps "
+        "with an offset keep it. Everything is stored in UTC.",
+    )
+    max_bad_row_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Rows failing the gate are quarantined with their reasons and the rest "
+        "of the window proceeds, unless more than this share of the window is bad: then "
+        "the whole batch is quarantined (0: any bad row stops the batch).",
+    )
 
     @field_validator("name", "entity_key", "timestamp", "label")
     @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"{value!r} is not a valid identifier (letters, digits, _)")
+    def _key_name(cls, value: str) -> str:
+        return _identifier(value)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _class_text(cls, value: Any) -> Any:
+        return [_as_label(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, value: list[str]) -> list[str]:
+        return _unique(value, "classes")
+
+    @field_validator("csv_encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as error:
+            raise ValueError(f"unknown csv_encoding {value!r}") from error
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"unknown timezone {value!r} (an IANA name such as Europe/Paris)"
+            ) from error
         return value
 
     @model_validator(mode="after")
@@ -121,10 +305,12 @@ class DatasetConfig(BaseModel):
         if duplicated:
             raise ValueError(f"columns declared more than once: {duplicated}")
         tabular = set(self.tabular_columns)
+        for column in self.monitor_only:
+            _identifier(column, "monitor_only column")
         unknown = [c for c in self.monitor_only if c not in tabular]
         if unknown:
             raise ValueError(f"monitor_only names columns that are not tabular: {unknown}")
-        if not (self.text or self.images or self.model_tabular_columns):
+        if not (self.text or self.images or self.vectors or self.model_tabular_columns):
             raise ValueError("a dataset needs at least one model input column")
         return self
 
@@ -136,6 +322,15 @@ class DatasetConfig(BaseModel):
     @property
     def image_columns(self) -> list[str]:
         return [c.name for c in self.images]
+
+    @property
+    def vector_columns(self) -> list[str]:
+        return [c.name for c in self.vectors]
+
+    @property
+    def embedded_columns(self) -> list[str]:
+        """Columns that become an embedding and a presence flag (text, image, vector)."""
+        return self.text_columns + self.image_columns + self.vector_columns
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -155,7 +350,7 @@ class DatasetConfig(BaseModel):
 
     @property
     def all_feature_columns(self) -> list[str]:
-        return self.text_columns + self.image_columns + self.tabular_columns
+        return self.embedded_columns + self.tabular_columns
 
     @property
     def raw_columns(self) -> list[str]:

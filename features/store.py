@@ -352,7 +352,7 @@ def get_online_frame(store: FeatureStore, config: DatasetConfig, entity_ids: lis
 
 
 def _embeddings_to_numpy(frame: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
-    for column in config.text_columns + config.image_columns:
+    for column in config.embedded_columns:
         name = config.embedding_column(column)
         if name in frame.columns:
             frame[name] = [

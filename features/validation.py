@@ -42,8 +42,17 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.encoders import IMAGE_DIM, TEXT_DIM, ImageDecodeError, decode_image
-from features.schema import DatasetConfig
+from features.encoders import (
+    IMAGE_DIM,
+    TEXT_DIM,
+    ImageDecodeError,
+    ImagePathError,
+    ImageTooLargeError,
+    decode_image,
+    image_dimensions,
+    resolve_image_path,
+)
+from features.schema import DatasetConfig, ImageColumn
 
 NORM_BOUNDS = (0.9, 1.1)
 """Accepted L2 norm of a present embedding (encoders L2-normalise)."""
@@ -63,6 +72,16 @@ class ValidationFailure(BaseModel):
     message: str = Field(description="Human sentence saying what is wrong.")
     unexpected_count: int = Field(description="Number of offending rows (or columns).")
     sample: list = Field(description="A few offending rows: entity key and value.")
+    reason: str = Field(
+        default="", description="Short per-row reason ('<column>: <problem>'), quarantine."
+    )
+    rows: list[int] = Field(
+        default_factory=list,
+        exclude=True,
+        repr=False,
+        description="Positions of every offending row; empty for a failure of the batch "
+        "as a whole (a missing column, a wrong dtype, an empty batch).",
+    )
 
 
 class ValidationResult(BaseModel):
@@ -76,6 +95,17 @@ class ValidationResult(BaseModel):
     failures: list[ValidationFailure] = Field(default_factory=list)
     quarantine_path: str | None = Field(default=None, description="Folder of the kept batch.")
     data_docs_path: str | None = Field(default=None, description="Data Docs index.html.")
+    n_quarantined: int = Field(
+        default=0, description="Rows set aside with their reasons (row-level quarantine)."
+    )
+
+    def reasons(self) -> dict[str, int]:
+        """Offending rows per reason (a row may count under several)."""
+        out: dict[str, int] = {}
+        for failure in self.failures:
+            key = failure.reason or failure.message
+            out[key] = out.get(key, 0) + max(failure.unexpected_count, 1)
+        return out
 
     def summary(self) -> str:
         """Multi-line text naming each failing expectation, its column and sample rows."""
@@ -126,7 +156,18 @@ def _dtype_problem(series: pd.Series, role: str) -> str | None:
     if role == "entity":
         if pd.api.types.is_integer_dtype(dtype):
             return None
-        return f"has dtype {dtype}; the entity key needs an integer dtype"
+        if pd.api.types.is_object_dtype(dtype):
+            return None  # integers beside nulls or text: checked row by row (__is_int)
+        return (
+            f"has dtype {dtype}; with entity_type int64 the entity key needs integers "
+            "(declare entity_type: string for text keys)"
+        )
+    if role == "entity_string":
+        if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+            return None
+        if pd.api.types.is_integer_dtype(dtype):
+            return None  # written as text by coerce_raw; accepted as they are
+        return f"has dtype {dtype}; with entity_type string the entity key holds text"
     if role == "timestamp":
         if isinstance(dtype, pd.DatetimeTZDtype):
             if str(dtype.tz) == "UTC":
@@ -154,6 +195,13 @@ def _dtype_problem(series: pd.Series, role: str) -> str | None:
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return f"has dtype {dtype}; a {role} column cannot hold timestamps"
     return None
+
+
+def _is_int_key(value: Any) -> bool | None:
+    """True for an integer key, False for anything else, None for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def _precheck(
@@ -273,54 +321,65 @@ def _text_facts(series: pd.Series) -> dict[str, pd.Series]:
     }
 
 
-def _image_facts(series: pd.Series, image_root: str | None) -> dict[str, pd.Series]:
-    """Per-row facts about an image column; None where the image is missing."""
-    type_ok, found, decodable, resolved = [], [], [], []
-    decoded: dict[Any, bool] = {}
+def _image_facts(series: pd.Series, image_root: str | None, spec: ImageColumn) -> dict:
+    """Per-row facts about an image column; None where the image is missing (or where an
+    earlier fact already failed). Paths must stay inside ``image_root``; the header's
+    pixel count is checked before decoding; every decoder error is a False, not a crash."""
+    facts = {name: [] for name in ("type_ok", "path_ok", "file_found", "size_ok", "decodable")}
+    seen: dict[Any, dict[str, Any]] = {}
+
+    def judge(value: Any) -> dict[str, Any]:
+        out: dict[str, Any] = dict.fromkeys(facts)
+        if not isinstance(value, (bytes, bytearray, memoryview, str, Path)):
+            out["type_ok"] = False
+            return out
+        out["type_ok"] = True
+        source: Any = bytes(value) if not isinstance(value, (str, Path)) else str(value)
+        if isinstance(source, str):
+            try:
+                resolve_image_path(source, image_root)
+            except ImagePathError:
+                out["path_ok"] = False
+                return out
+            except ImageDecodeError:
+                out["path_ok"], out["file_found"] = True, False
+                return out
+            out["path_ok"], out["file_found"] = True, True
+        try:
+            width, height = image_dimensions(source, image_root)
+        except ImageTooLargeError:
+            out["size_ok"] = False
+            return out
+        except ImageDecodeError:
+            out["decodable"] = False
+            return out
+        out["size_ok"] = width * height <= spec.max_pixels
+        if not out["size_ok"]:
+            return out
+        try:
+            decode_image(source, image_root, max_pixels=spec.max_pixels, size=spec.size)
+            out["decodable"] = True
+        except ImageDecodeError:
+            out["decodable"] = False
+        return out
+
     for value in series.to_numpy(dtype=object):
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            type_ok.append(None)
-            found.append(None)
-            decodable.append(None)
-            resolved.append(None)
-            continue
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            key: Any = bytes(value)
-            type_ok.append(True)
-            found.append(None)
-            resolved.append(None)
-        elif isinstance(value, (str, Path)):
-            path = Path(value)
-            if image_root is not None and not path.is_absolute():
-                path = Path(image_root) / path
-            type_ok.append(True)
-            resolved.append(str(path))
-            if not path.is_file():
-                found.append(False)
-                decodable.append(None)
-                continue
-            found.append(True)
-            key = path
+            verdict: dict[str, Any] = dict.fromkeys(facts)
         else:
-            type_ok.append(False)
-            found.append(None)
-            decodable.append(None)
-            resolved.append(None)
-            continue
-        # Identical images (common: a catalogue photo reused) are decoded once.
-        if key not in decoded:
+            # Identical images (common: a catalogue photo reused) are judged once.
+            key = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else value
             try:
-                decode_image(key if isinstance(key, bytes) else str(key))
-                decoded[key] = True
-            except ImageDecodeError:
-                decoded[key] = False
-        decodable.append(decoded[key])
-    return {
-        "type_ok": _nullable_bool(type_ok),
-        "file_found": _nullable_bool(found),
-        "decodable": _nullable_bool(decodable),
-        "resolved_path": pd.Series(resolved, dtype=object),
-    }
+                verdict = seen[key]
+            except (KeyError, TypeError):
+                verdict = judge(value)
+                try:
+                    seen[key] = verdict
+                except TypeError:
+                    pass
+        for name in facts:
+            facts[name].append(verdict[name])
+    return {name: _nullable_bool(values) for name, values in facts.items()}
 
 
 def _finite_flags(series: pd.Series) -> pd.Series:
@@ -391,6 +450,14 @@ def _keys_checks(checks: list, config: DatasetConfig, skipped: set[str]) -> None
     import great_expectations as gx
 
     key, ts = config.entity_key, config.timestamp
+    if config.entity_type == "int64" and key not in skipped:
+        _add(
+            checks,
+            gx.expectations.ExpectColumnValuesToBeInSet(column=f"{key}__is_int", value_set=[True]),
+            key,
+            "are not integers (declare entity_type: string for text keys)",
+            show=key,
+        )
     for column in (key, ts):
         if column not in skipped:
             _add(
@@ -487,7 +554,8 @@ def build_raw_suite(config: DatasetConfig, *, now: datetime, skipped: set[str] =
             f"are in the future (after {now.isoformat()})",
             show=ts,
         )
-    _label_checks(checks, config, skipped, required=True)
+    # labels may arrive later: a row without one is stored and scored
+    _label_checks(checks, config, skipped, required=False)
     _tabular_checks(checks, config, skipped)
     for spec in config.text:
         c = spec.name
@@ -542,10 +610,24 @@ def build_raw_suite(config: DatasetConfig, *, now: datetime, skipped: set[str] =
         )
         _add(
             checks,
+            E.ExpectColumnValuesToBeInSet(column=f"{c}__path_ok", value_set=[True]),
+            c,
+            "name a path outside image_root (absolute, or escaping it with ..)",
+            show=c,
+        )
+        _add(
+            checks,
             E.ExpectColumnValuesToBeInSet(column=f"{c}__file_found", value_set=[True]),
             c,
-            f"name an image file that does not exist (image_root={config.image_root!r})",
-            show=f"{c}__resolved_path",
+            "name an image file that does not exist under image_root",
+            show=c,
+        )
+        _add(
+            checks,
+            E.ExpectColumnValuesToBeInSet(column=f"{c}__size_ok", value_set=[True]),
+            c,
+            f"declare more than {spec.max_pixels} pixels (checked before decoding)",
+            show=c,
         )
         _add(
             checks,
@@ -554,13 +636,59 @@ def build_raw_suite(config: DatasetConfig, *, now: datetime, skipped: set[str] =
             "cannot be decoded as an image",
             show=c,
         )
+    for spec in config.vectors:
+        c = spec.name
+        if c in skipped:
+            continue
+        if not spec.optional:
+            _add(
+                checks,
+                E.ExpectColumnValuesToNotBeNull(column=f"{c}__dim_ok"),
+                c,
+                "have no vector (null)",
+            )
+        for fact, problem in (
+            ("dim_ok", f"do not hold a 1-d vector of length {spec.dim}"),
+            ("finite", "hold NaN, inf or non-numeric values"),
+            ("nonzero", "are all zeros (no direction to normalise)"),
+        ):
+            _add(
+                checks,
+                E.ExpectColumnValuesToBeInSet(column=f"{c}__{fact}", value_set=[True]),
+                c,
+                problem,
+                show=f"{c}__dim" if fact == "dim_ok" else c,
+            )
     return gx.ExpectationSuite(name=f"{config.name}_raw", expectations=checks)
 
 
+def _vector_facts(series: pd.Series, dim: int) -> dict[str, pd.Series]:
+    """Per-row facts about a precomputed-embedding column; None where the row has none
+    (or where an earlier fact already failed)."""
+    missing = series.map(lambda v: v is None or (isinstance(v, float) and math.isnan(v))).to_numpy(
+        dtype=bool
+    )
+    facts = _embedding_facts(series)
+    dims = facts["dim"].to_numpy()
+    dim_ok = np.where(missing, None, dims == dim)
+    finite = np.where(missing | (dims != dim), None, facts["finite"].to_numpy(dtype=object))
+    norms = facts["norm"].to_numpy()
+    usable = ~missing & (dims == dim) & (finite == True)  # noqa: E712 (object array)
+    nonzero = np.where(usable, norms > 1e-12, None)
+    return {
+        "dim": pd.Series(np.where(missing, None, dims), dtype=object),
+        "dim_ok": pd.Series(dim_ok, dtype=object),
+        "finite": pd.Series(finite, dtype=object),
+        "nonzero": pd.Series(nonzero, dtype=object),
+    }
+
+
 def _modalities(config: DatasetConfig) -> list[tuple[str, int]]:
-    return [(c, TEXT_DIM) for c in config.text_columns] + [
-        (c, IMAGE_DIM) for c in config.image_columns
-    ]
+    return (
+        [(c, TEXT_DIM) for c in config.text_columns]
+        + [(c, IMAGE_DIM) for c in config.image_columns]
+        + [(c.name, c.dim) for c in config.vectors]
+    )
 
 
 def build_feature_suite(config: DatasetConfig, *, skipped: set[str] = frozenset()):
@@ -642,6 +770,14 @@ def _base_frame(frame: pd.DataFrame, config: DatasetConfig, skipped: set[str]) -
     for column in (config.entity_key, config.timestamp, *config.tabular_columns):
         if column not in skipped and column in frame.columns:
             data[column] = frame[column].reset_index(drop=True)
+    key = config.entity_key
+    if key in data and config.entity_type == "int64":
+        flags = data[key].map(_is_int_key) if data[key].dtype == object else None
+        data[f"{key}__is_int"] = (
+            pd.Series([True] * len(data[key]), dtype=object)
+            if flags is None
+            else flags.astype(object)
+        )
     for spec in config.numeric:
         if spec.name in data:
             data[f"{spec.name}__finite"] = _finite_flags(data[spec.name])
@@ -678,10 +814,14 @@ def _raw_check_frame(frame: pd.DataFrame, config: DatasetConfig, skipped: set[st
         if c not in skipped:
             for fact, values in _text_facts(frame[c]).items():
                 data[f"{c}__{fact}"] = values
-    for c in config.image_columns:
-        if c not in skipped:
-            for fact, values in _image_facts(frame[c], config.image_root).items():
-                data[f"{c}__{fact}"] = values
+    for spec in config.images:
+        if spec.name not in skipped:
+            for fact, values in _image_facts(frame[spec.name], config.image_root, spec).items():
+                data[f"{spec.name}__{fact}"] = values
+    for spec in config.vectors:
+        if spec.name not in skipped:
+            for fact, values in _vector_facts(frame[spec.name], spec.dim).items():
+                data[f"{spec.name}__{fact}"] = values
     return pd.DataFrame(data)
 
 
@@ -832,7 +972,8 @@ def _run_gx(
     import great_expectations as gx
 
     suite_name = suite.name
-    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
+    # COMPLETE: every offending row's position, for row-level quarantine
+    result_format = {"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_SIZE}
     docs_path = None
     with _GX_LOCK:
         context = _context(context_dir)
@@ -877,7 +1018,7 @@ def _run_gx(
             continue
         details = result.result or {}
         count = int(details.get("unexpected_count") or 0)
-        rows = [int(i) for i in details.get("partial_unexpected_index_list") or []]
+        rows = [int(i) for i in details.get("unexpected_index_list") or []]
         failures.append(
             ValidationFailure(
                 expectation=kind,
@@ -885,15 +1026,26 @@ def _run_gx(
                 message=f"{column}: {count} of {n} rows {meta['problem']}",
                 unexpected_count=count,
                 sample=_sample(check_frame, source, rows, key, meta["show"]),
+                reason=f"{column}: {meta['problem']}",
+                rows=rows,
             )
         )
     return failures, docs_path
 
 
+def _entity_role(config: DatasetConfig) -> str:
+    return "entity" if config.entity_type == "int64" else "entity_string"
+
+
 def _raw_roles(config: DatasetConfig) -> dict[str, str]:
-    roles = {config.entity_key: "entity", config.timestamp: "timestamp", config.label: "label"}
+    roles = {
+        config.entity_key: _entity_role(config),
+        config.timestamp: "timestamp",
+        config.label: "label",
+    }
     roles.update({c: "text" for c in config.text_columns})
     roles.update({c: "image" for c in config.image_columns})
+    roles.update({c: "embedding" for c in config.vector_columns})
     roles.update({c: "numeric" for c in config.numeric_columns})
     roles.update({c: "categorical" for c in config.categorical_columns})
     return roles
@@ -927,7 +1079,7 @@ def validate_raw(
         config=config,
         frame=frame,
         roles=roles,
-        required=set(roles),
+        required=set(roles) - {config.label},
         build_suite=lambda skipped: build_raw_suite(config, now=now, skipped=skipped),
         build_frame=lambda skipped: _raw_check_frame(frame, config, skipped),
         context_dir=context_dir,
@@ -945,7 +1097,11 @@ def validate_features(
     Returns:
         The typed result; it never raises for bad data (see ``check_batch``).
     """
-    roles = {config.entity_key: "entity", config.timestamp: "timestamp", config.label: "label"}
+    roles = {
+        config.entity_key: _entity_role(config),
+        config.timestamp: "timestamp",
+        config.label: "label",
+    }
     roles.update({c: "numeric" for c in config.numeric_columns})
     roles.update({c: "categorical" for c in config.categorical_columns})
     for c, _ in _modalities(config):
@@ -975,7 +1131,9 @@ def _value_kind(value: Any) -> str | None:
     return type(value).__name__
 
 
-def _write_quarantine(frame: pd.DataFrame, directory: Path) -> list[str]:
+def _write_quarantine(
+    frame: pd.DataFrame, directory: Path, filename: str = "batch.parquet"
+) -> list[str]:
     """Write every row to ``batch.parquet``.
 
     Parquet holds one type per column: a column mixing value types (say str and bytes)
@@ -992,7 +1150,7 @@ def _write_quarantine(frame: pd.DataFrame, directory: Path) -> list[str]:
             kinds = {_value_kind(v) for v in values.to_numpy(dtype=object)} - {None}
             if len(kinds) > 1:
                 inexact.append(str(column))
-    path = directory / "batch.parquet"
+    path = directory / filename
     try:
         frame.to_parquet(path)
     except (pa.ArrowException, ValueError, TypeError):
@@ -1008,7 +1166,7 @@ def _write_quarantine(frame: pd.DataFrame, directory: Path) -> list[str]:
         safe.to_parquet(path)
         inexact = sorted(set(inexact)) or ["<column names>"]
     if inexact:
-        frame.to_pickle(directory / "batch.pkl")
+        frame.to_pickle(directory / Path(filename).with_suffix(".pkl"))
     return inexact
 
 
@@ -1042,12 +1200,117 @@ def check_batch(
         raise ValueError(f"kind must be 'raw' or 'features', got {kind!r}")
     if result.success:
         return result
+    _quarantine_batch(frame, result, Path(quarantine_dir), batch_name)
+
+
+def _quarantine_batch(frame, result: ValidationResult, quarantine_dir: Path, batch_name: str):
+    """Keep every row of a failed batch with the result as JSON; raise DataQualityError."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     directory = Path(quarantine_dir) / f"{batch_name}-{stamp}"
     inexact = _write_quarantine(frame, directory)
-    result = result.model_copy(update={"quarantine_path": str(directory)})
+    result = result.model_copy(
+        update={"quarantine_path": str(directory), "n_quarantined": result.n_rows}
+    )
     payload = result.model_dump(mode="json")
     if inexact:
         payload["inexact_parquet_columns"] = inexact  # exact values are in batch.pkl
     (directory / "result.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
     raise DataQualityError(result)
+
+
+class RowGateOutcome(BaseModel):
+    """What the row-level gate let through and what it set aside."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    passed: Any = Field(description="The rows that passed (a DataFrame), index reset.")
+    result: ValidationResult
+    n_quarantined: int
+    reasons: dict[str, int] = Field(description="Quarantined rows per reason.")
+    bad_rows: list[int] = Field(default_factory=list, description="Positions set aside.")
+
+
+def gate_rows(
+    frame: pd.DataFrame,
+    config: DatasetConfig,
+    *,
+    kind: Literal["raw", "features"],
+    quarantine_dir: Path,
+    batch_name: str,
+    max_bad_share: float | None = None,
+    now: datetime | None = None,
+    context_dir: Path | None = None,
+) -> RowGateOutcome:
+    """The row-level data-quality gate: bad rows go to quarantine with their reasons and
+    the rest of the batch proceeds.
+
+    Rows failing an expectation are written to ``quarantine_dir/<batch_name>-<stamp>/
+    rows.parquet`` with a ``quarantine_reasons`` column (plus ``result.json``). The whole
+    batch is quarantined instead (and ``DataQualityError`` raised) when a failure concerns
+    the batch as a whole (a missing column, a column of the wrong dtype, an empty batch)
+    or when more than ``max_bad_share`` of its rows are bad (default:
+    ``config.max_bad_row_share``).
+
+    Raises:
+        DataQualityError: the whole batch was quarantined; ``.result`` says why.
+    """
+    bound = config.max_bad_row_share if max_bad_share is None else max_bad_share
+    if kind == "raw":
+        result = validate_raw(frame, config, now=now, context_dir=context_dir)
+    elif kind == "features":
+        result = validate_features(frame, config, context_dir=context_dir)
+    else:
+        raise ValueError(f"kind must be 'raw' or 'features', got {kind!r}")
+    frame = frame.reset_index(drop=True)
+    if result.success:
+        return RowGateOutcome(passed=frame, result=result, n_quarantined=0, reasons={})
+    whole = [f for f in result.failures if not f.rows]
+    per_row: dict[int, list[str]] = {}
+    for failure in result.failures:
+        for row in failure.rows:
+            per_row.setdefault(row, []).append(failure.reason or failure.message)
+    share = len(per_row) / max(len(frame), 1)
+    if whole or share > bound:
+        if not whole:
+            result = result.model_copy(
+                update={
+                    "failures": [
+                        *result.failures,
+                        ValidationFailure(
+                            expectation="max_bad_row_share",
+                            column=None,
+                            message=f"{len(per_row)} of {len(frame)} rows are bad "
+                            f"({share:.0%}), more than max_bad_row_share={bound:.0%}: "
+                            "the whole batch is quarantined",
+                            unexpected_count=len(frame),
+                            sample=[],
+                            reason="batch: too many bad rows",
+                        ),
+                    ]
+                }
+            )
+        _quarantine_batch(frame, result, Path(quarantine_dir), batch_name)
+    bad = np.zeros(len(frame), dtype=bool)
+    bad[sorted(per_row)] = True
+    rejected = frame[bad].copy()
+    rejected["quarantine_reasons"] = ["; ".join(per_row[i]) for i in np.flatnonzero(bad)]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    directory = Path(quarantine_dir) / f"{batch_name}-{stamp}"
+    _write_quarantine(rejected.reset_index(drop=True), directory, "rows.parquet")
+    result = result.model_copy(
+        update={"quarantine_path": str(directory), "n_quarantined": int(bad.sum())}
+    )
+    (directory / "result.json").write_text(
+        json.dumps(result.model_dump(mode="json"), indent=2), encoding="utf-8"
+    )
+    reasons: dict[str, int] = {}
+    for values in per_row.values():
+        for reason in values:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return RowGateOutcome(
+        passed=frame[~bad].reset_index(drop=True),
+        result=result,
+        n_quarantined=int(bad.sum()),
+        reasons=reasons,
+        bad_rows=[int(i) for i in np.flatnonzero(bad)],
+    )

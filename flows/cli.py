@@ -43,6 +43,55 @@ def _echo(model) -> None:
     typer.echo(model.model_dump_json(indent=2))
 
 
+_SET = typer.Option(
+    None,
+    "--set",
+    help="Any training or gate knob as KEY=VALUE (repeatable): train.learning_rate=3e-4, "
+    "gate.max_ece=0.15, or a bare field name (batch_size=64). Values are YAML.",
+)
+
+
+def _knobs(settings, explicit: dict[str, object], sets: list[str] | None):
+    """The settings' TrainConfig and GateConfig with CLI values on top; an unknown key or a
+    bad value is an error naming it."""
+    import yaml
+    from pydantic import ValidationError
+
+    from training.evaluate import GateConfig
+    from training.train import TrainConfig
+
+    values = {
+        "train": settings.train.model_dump(exclude_unset=True),
+        "gate": settings.gate.model_dump(exclude_unset=True),
+    }
+    fields = {"train": TrainConfig.model_fields, "gate": GateConfig.model_fields}
+    updates = [(k, v) for k, v in explicit.items() if v is not None]
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {item!r}: expected KEY=VALUE")
+        updates.append((key.strip(), yaml.safe_load(raw)))
+    for key, value in updates:
+        section, _, field = key.rpartition(".")
+        if not section:
+            owners = [name for name, known in fields.items() if field in known]
+            if len(owners) != 1:
+                known = sorted({f"{n}.{f}" for n, fs in fields.items() for f in fs})
+                raise typer.BadParameter(f"unknown knob {key!r}; known: {', '.join(known)}")
+            section = owners[0]
+        if section not in fields or field not in fields[section]:
+            raise typer.BadParameter(
+                f"unknown knob {key!r}; known: {', '.join(sorted(fields.get(section, fields['train'])))}"
+            )
+        values[section][field] = value
+    try:
+        return TrainConfig.model_validate(values["train"]), GateConfig.model_validate(
+            values["gate"]
+        )
+    except ValidationError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
 @app.command()
 def demo(
     rows: int = typer.Option(12_000, help="Rows of demo history."),
@@ -90,21 +139,63 @@ def ingest(
     end: str | None = _END,
     window_hours: float = typer.Option(1.0, help="Window length when --start is not given."),
     raw_path: Path | None = typer.Option(None, help="Raw Parquet/CSV (default: settings)."),
+    materialize_days: float | None = typer.Option(
+        None, help="Load only the last N days into the online store (backfills)."
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='Print only {"rows_in", "stored", "quarantined", "reasons"} '
+        "(rows_in = stored + quarantined).",
+    ),
 ) -> None:
-    """Validate, embed and store the raw rows of one time window."""
+    """Validate, embed and store the raw rows of one time window; bad rows are
+    quarantined with their reasons, the rest proceed."""
     _prepare()
+    from features.ingest import whole_batch_counts
+    from features.validation import DataQualityError
     from flows.ingest import IngestParams, ingest_flow
 
-    _echo(
-        ingest_flow(
+    try:
+        result = ingest_flow(
             IngestParams(
                 start=_utc(start),
                 end=_utc(end),
                 window_hours=window_hours,
                 raw_path=str(raw_path) if raw_path else None,
+                materialize_days=materialize_days,
             )
         )
-    )
+    except DataQualityError as error:
+        counts = whole_batch_counts(error, getattr(error, "rows_in", error.result.n_rows))
+        if as_json:
+            typer.echo(json.dumps(counts, indent=2))
+        else:
+            typer.echo(error.result.summary(), err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result.counts(), indent=2))
+    else:
+        _echo(result)
+
+
+@app.command()
+def labels(
+    path: Path = typer.Argument(..., help="CSV or Parquet of entity key, label [, timestamp]."),
+) -> None:
+    """Join labels that arrive after their rows (training reads them from the label
+    store); labels without a timestamp go to the latest ingested row of their entity."""
+    runtime = _prepare()
+    import pandas as pd
+
+    from features.ingest import ingest_labels
+
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype=str, encoding=runtime.config.csv_encoding)
+    else:
+        frame = pd.read_parquet(path)
+    s = runtime.settings
+    _echo(ingest_labels(frame, runtime.config, s.labels_dir, s.feast_dir))
 
 
 @app.command()
@@ -112,15 +203,35 @@ def train(
     start: str | None = typer.Option(None, help="Oldest label used (default: all)."),
     end: str | None = typer.Option(None, help="Labels before this time (default: all)."),
     trigger: str = typer.Option("manual", help="scheduled, drift or manual (recorded)."),
-    epochs: int = typer.Option(30, help="Maximum epochs."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs (default: from data size)."),
+    batch_size: int | None = typer.Option(None, help="Rows per step (default: from data size)."),
+    patience: int | None = typer.Option(None, help="Early-stopping patience (default: adapted)."),
+    learning_rate: float | None = typer.Option(None, help="AdamW learning rate."),
+    max_ece: float | None = typer.Option(None, help="Gate: calibration bound."),
+    sets: list[str] | None = _SET,
 ) -> None:
-    """Train on the labelled window, register the version and run the promotion gate."""
-    _prepare()
+    """Train on the labelled window, register the version and run the promotion gate.
+
+    Every knob defaults to the settings (MMOPS_TRAIN__*, MMOPS_GATE__*)."""
+    runtime = _prepare()
     from flows.train import TrainParams, train_flow
 
+    train_config, gate = _knobs(
+        runtime.settings,
+        {
+            "train.epochs": epochs,
+            "train.batch_size": batch_size,
+            "train.patience": patience,
+            "train.learning_rate": learning_rate,
+            "gate.max_ece": max_ece,
+        },
+        sets,
+    )
     _echo(
         train_flow(
-            TrainParams(start=_utc(start), end=_utc(end), trigger=trigger, train={"epochs": epochs})
+            TrainParams(
+                start=_utc(start), end=_utc(end), trigger=trigger, train=train_config, gate=gate
+            )
         )
     )
 
@@ -200,23 +311,42 @@ def _registry():
 def promote(
     version: str = typer.Argument(..., help="Registered version to put through the gate."),
     days: float = typer.Option(7.0, help="Holdout: labelled rows of the last N days."),
+    max_ece: float | None = typer.Option(None, help="Gate: calibration bound."),
+    sets: list[str] | None = _SET,
+    force: bool = typer.Option(
+        False, help="Make the version champion even if the gate rejects it (needs --reason)."
+    ),
+    reason: str | None = typer.Option(None, help="Why (required with --force; recorded)."),
 ) -> None:
-    """Run the promotion gate for a version against the champion on a recent holdout."""
+    """Run the promotion gate for a version against the champion on a recent holdout.
+
+    With --force --reason, a rejected version is made champion anyway and the override,
+    its reason and the gate's verdict are recorded in the alias history."""
+    if force and not (reason or "").strip():
+        raise typer.BadParameter("--force needs --reason: the override is recorded")
     runtime, client, name = _registry()
     from features.store import get_training_frame, read_labels
-    from training.registry import promote_if_better
+    from training.registry import force_champion, promote_if_better
 
+    _, gate = _knobs(runtime.settings, {"gate.max_ece": max_ece}, sets)
     labels = read_labels(runtime.config, runtime.settings.labels_dir)
     if labels.empty:
         raise typer.BadParameter("no labels: ingest labelled data first")
     latest = labels[runtime.config.timestamp].max()
     recent = labels[labels[runtime.config.timestamp] >= latest - timedelta(days=days)]
     holdout = get_training_frame(runtime.store, runtime.config, recent)
-    _echo(
-        promote_if_better(
-            client, name, version, holdout, runtime.config.label, lock=runtime.promotion_lock
-        )
+    decision = promote_if_better(
+        client, name, version, holdout, runtime.config.label, gate, lock=runtime.promotion_lock
     )
+    if force and not decision.promote and not decision.reason.endswith("already champion"):
+        event = force_champion(
+            client, name, version, reason, gate_reason=decision.reason, lock=runtime.promotion_lock
+        )
+        typer.echo(
+            json.dumps({"decision": decision.model_dump(), "forced": event.model_dump()}, indent=2)
+        )
+        return
+    _echo(decision)
 
 
 @app.command()

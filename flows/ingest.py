@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -11,10 +11,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.embedding import embed_frame
-from features.ingest import IngestResult, read_raw, select_window
+from features.ingest import IngestResult, ingest_rows, read_raw
 from features.store import materialize, write_labels, write_offline
-from features.validation import ValidationResult, check_batch
+from features.validation import DataQualityError
 from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
 
@@ -35,7 +34,8 @@ class IngestParams(BaseModel):
         default=None,
         gt=0,
         description="Load only the last N days of the window into the online store "
-        "(a backfill of old history need not be served online); None: the whole window.",
+        "(a backfill of old history need not be served online); None: the settings' "
+        "online_days (MMOPS_ONLINE_DAYS, default 1).",
     )
     raw_path: str | None = Field(
         default=None, description="Raw Parquet/CSV; default: settings.raw_data_path."
@@ -50,31 +50,26 @@ class IngestParams(BaseModel):
     cache_policy=NO_CACHE,
 )
 def load_window(runtime: Runtime, path: Path, start: datetime, end: datetime) -> pd.DataFrame:
-    return select_window(read_raw(path, runtime.config), runtime.config, start, end)
-
-
-@task(cache_policy=NO_CACHE)
-def validate(runtime: Runtime, frame: pd.DataFrame, kind: str, batch: str) -> ValidationResult:
-    s = runtime.settings
-    return check_batch(
-        frame,
-        runtime.config,
-        kind=kind,
-        quarantine_dir=s.quarantine_dir,
-        context_dir=s.gx_dir,
-        batch_name=f"{batch}-{kind}",
-    )
+    return read_raw(path, runtime.config, start, end)
 
 
 @task(timeout_seconds=3600, cache_policy=NO_CACHE)
-def embed(runtime: Runtime, frame: pd.DataFrame) -> pd.DataFrame:
-    return embed_frame(
-        frame,
-        runtime.config,
-        runtime.encoders,
-        cache_dir=runtime.settings.embedding_cache_dir,
-        show_progress=len(frame) > 2000,
-    )
+def gate_and_embed(runtime: Runtime, frame: pd.DataFrame, batch: str) -> dict:
+    """Row-level gate on the raw rows, embeddings of those that pass, gate on the features.
+    A batch quarantined as a whole comes back as ``{"error": DataQualityError}`` so that
+    its summary is logged once, by the flow, not once per layer with a traceback each."""
+    try:
+        return ingest_rows(
+            frame,
+            runtime.config,
+            runtime.encoders,
+            runtime.ingest_paths,
+            batch,
+            datetime.now(UTC),
+            show_progress=len(frame) > 2000,
+        )
+    except DataQualityError as error:
+        return {"error": error}
 
 
 @task(
@@ -106,40 +101,62 @@ def materialize_online(runtime: Runtime, start: datetime, end: datetime) -> None
     flow_run_name=window_run_name("ingest"),
 )
 def ingest_flow(params: IngestParams) -> IngestResult:
-    """Ingest the raw rows stamped in ``[params.start, params.end)``."""
+    """Ingest the raw rows stamped in ``[params.start, params.end)``.
+
+    Raises:
+        DataQualityError: the whole batch was quarantined (its summary is in the message).
+    """
     runtime = get_runtime()
+    logger = get_run_logger()
     start, end = resolve_window(params.start, params.end, params.window_hours)
     path = Path(params.raw_path) if params.raw_path else runtime.settings.raw_data_path
     batch = f"{runtime.config.name}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
     raw = load_window(runtime, path, start, end)
     if raw.empty:  # a quiet hour is not an error; an empty batch passed to the gate is
-        get_run_logger().info("no raw rows between %s and %s: nothing to ingest", start, end)
+        logger.info("no raw rows between %s and %s: nothing to ingest", start, end)
         return IngestResult(
             start=start, end=end, n_rows=0, rows_per_view={}, n_labels=0, materialized=False
         )
-    raw_check = validate(runtime, raw, "raw", batch)
-    features = embed(runtime, raw)
-    feature_check = validate(runtime, features, "features", batch)
-    rows, n_labels = store_offline(runtime, features, raw)
+    outcome = gate_and_embed(runtime, raw, batch)
+    if "error" in outcome:  # raised once, here: Prefect logs its summary once
+        error = outcome["error"]
+        error.rows_in = len(raw)
+        raise error
+    features, good = outcome["features"], outcome["raw"]
+    if outcome["quarantined"]:
+        logger.warning(
+            "%d of %d rows quarantined (%s): %s",
+            outcome["quarantined"],
+            len(raw),
+            "; ".join(f"{k} x{v}" for k, v in outcome["reasons"].items()),
+            ", ".join(outcome["paths"]),
+        )
+    rows, n_labels = store_offline(runtime, features, good) if len(features) else ({}, 0)
     online_from = start
-    if params.materialize_days is not None:
-        online_from = max(start, end - timedelta(days=params.materialize_days))
-    materialize_online(runtime, online_from, end)
+    days = params.materialize_days or runtime.settings.online_days
+    if days is not None:
+        online_from = max(start, end - timedelta(days=days))
+    if len(features):
+        materialize_online(runtime, online_from, end)
     result = IngestResult(
         start=start,
         end=end,
         n_rows=len(raw),
         rows_per_view=rows,
         n_labels=n_labels,
-        materialized=True,
+        materialized=bool(len(features)),
+        stored=len(features),
+        quarantined=outcome["quarantined"],
+        reasons=outcome["reasons"],
+        quarantine_paths=outcome["paths"],
     )
     create_markdown_artifact(
         key="ingest-summary",
         markdown=(
             f"### Ingest {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}\n\n"
-            f"| rows | labels | views | raw gate | feature gate |\n|---|---|---|---|---|\n"
-            f"| {len(raw)} | {n_labels} | {rows} | {'pass' if raw_check.success else 'fail'} "
-            f"| {'pass' if feature_check.success else 'fail'} |\n"
+            f"| rows in | stored | quarantined | labels | views |\n|---|---|---|---|---|\n"
+            f"| {len(raw)} | {len(features)} | {outcome['quarantined']} | {n_labels} "
+            f"| {rows} |\n"
         ),
     )
     return result

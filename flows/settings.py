@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.demo_data import DEMO_CONFIG_PATH
+from training.evaluate import GateConfig
+from training.train import TrainConfig
 
 
 class SmtpSettings(BaseModel):
@@ -108,6 +110,23 @@ class Settings(BaseSettings):
         default=None, description="Scheduler address (tcp://host:8786); None: a local cluster."
     )
     seed: int = Field(default=0, description="The one seed for every random choice.")
+    online_days: float | None = Field(
+        default=1.0,
+        gt=0,
+        description="An ingest run loads only the last N days of its window into the "
+        "online store (scoring reads the offline store; a backfill of months of history "
+        "need not be served online); None: the whole window.",
+    )
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Training knobs of every run that does not set its own "
+        "(MMOPS_TRAIN__BATCH_SIZE=64, MMOPS_TRAIN__PATIENCE=10, ...).",
+    )
+    gate: GateConfig = Field(
+        default_factory=GateConfig,
+        description="Promotion-gate bounds (MMOPS_GATE__MAX_ECE=0.15, "
+        "MMOPS_GATE__MIN_IMPROVEMENT_OVER_BASELINE=0.02, ...).",
+    )
 
     # Derived locations ---------------------------------------------------------------
     @property

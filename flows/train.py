@@ -51,8 +51,12 @@ class TrainParams(BaseModel):
     )
     trigger: Literal["scheduled", "drift", "manual"] = Field(default="manual")
     reason: str = Field(default="", description="Why this run happens (drift evidence).")
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
+    train: TrainConfig | None = Field(
+        default=None, description="Training knobs; None: the settings' (MMOPS_TRAIN__*)."
+    )
+    gate: GateConfig | None = Field(
+        default=None, description="Promotion-gate bounds; None: the settings' (MMOPS_GATE__*)."
+    )
     drift: DriftConfig = Field(default_factory=DriftConfig)
     reference_since: datetime | None = Field(
         default=None,
@@ -83,6 +87,10 @@ def registered_model_name(runtime: Runtime) -> str:
     return f"{runtime.config.name}-classifier"
 
 
+class NoLabelsError(EmptyWindowError):
+    """Nothing to train on: no labels in the window (retrying cannot help)."""
+
+
 @task(
     retries=2,
     retry_delay_seconds=5,
@@ -95,7 +103,10 @@ def load_training_set(
 ) -> pd.DataFrame:
     labels = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
     if labels.empty:
-        raise EmptyWindowError(f"no labels between {start} and {end}: nothing to train on")
+        raise NoLabelsError(
+            f"no labels between {start} and {end}: nothing to train on "
+            "(rows ingested without labels get them with `mmops labels`)"
+        )
     return get_monitoring_frame(runtime.store, runtime.config, labels)
 
 
@@ -116,7 +127,9 @@ def validate_training_set(runtime: Runtime, frame: pd.DataFrame, batch: str) -> 
 def fit(
     runtime: Runtime, frame: pd.DataFrame, params: TrainParams, gate: ValidationResult
 ) -> TrainResult:
-    return train_model(frame, runtime.config, params.train, validation=gate)
+    return train_model(
+        frame, runtime.config, params.train or runtime.settings.train, validation=gate
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -237,7 +250,7 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     evaluation = evaluate(runtime, result)
     record = log_run(runtime, result, evaluation, params, gate)
     version = register(runtime, record)
-    decision = promote(runtime, version, result.splits.test, params.gate)
+    decision = promote(runtime, version, result.splits.test, params.gate or runtime.settings.gate)
     metrics = {k: v for k, v in evaluation.flat_metrics("test").items() if "slice" not in k}
     create_markdown_artifact(
         key="train-summary",

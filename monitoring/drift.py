@@ -59,8 +59,16 @@ from scipy import stats
 from features.schema import DatasetConfig
 from monitoring.estimate import RealizedPerformance, realized_performance
 
-Modality = Literal["tabular", "benign", "text", "image", "output", "label"]
-MODALITIES: tuple[Modality, ...] = ("tabular", "benign", "text", "image", "output", "label")
+Modality = Literal["tabular", "benign", "text", "image", "vector", "output", "label"]
+MODALITIES: tuple[Modality, ...] = (
+    "tabular",
+    "benign",
+    "text",
+    "image",
+    "vector",
+    "output",
+    "label",
+)
 
 _MISSING = "__missing__"
 _OTHER = "__other__"
@@ -210,7 +218,7 @@ class DriftResult(BaseModel):
 class EmbeddingReference:
     """PCA reducer of one embedding column and the reduced reference sample."""
 
-    kind: Literal["text", "image"]
+    kind: Literal["text", "image", "vector"]
     mean: np.ndarray  # (d,)
     components: np.ndarray  # (k, d)
     sample: np.ndarray  # (n_held_present, k) float32
@@ -396,6 +404,7 @@ def fit_drift_reference(
     for kind, columns, n_components in (
         ("text", config.text_columns, drift_config.text_components),
         ("image", config.image_columns, drift_config.image_components),
+        ("vector", config.vector_columns, drift_config.image_components),
     ):
         for name in columns:
             emb_col, present_col = config.embedding_column(name), config.presence_column(name)

@@ -30,7 +30,7 @@ def proba_columns(config: DatasetConfig) -> list[str]:
 def feature_columns(config: DatasetConfig) -> list[str]:
     """The model-input columns a prediction-log row keeps (what the model saw)."""
     columns = list(config.tabular_columns)  # monitor_only kept too: drift is watched there
-    for column in config.text_columns + config.image_columns:
+    for column in config.embedded_columns:
         columns += [config.embedding_column(column), config.presence_column(column)]
     return columns
 

@@ -82,6 +82,13 @@ class EvaluationResult(BaseModel):
     confusion: list[list[int]] = Field(description="Rows = true class, columns = predicted.")
     reliability_uncalibrated: ReliabilityBins
     reliability_calibrated: ReliabilityBins
+    ece_sampling_error: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="95th percentile of the ECE that a perfectly calibrated model shows on "
+        "this many rows (labels redrawn from its own probabilities, 200 draws): the part of "
+        "the measured ECE that sampling noise alone explains.",
+    )
 
     def flat_metrics(self, prefix: str = "test") -> dict[str, float]:
         """Metrics as a flat ``name -> value`` dict for tracking (None values dropped)."""
@@ -94,6 +101,7 @@ class EvaluationResult(BaseModel):
 
         put(prefix, self.overall)
         out[f"{prefix}_ece_uncalibrated"] = float(self.uncalibrated.ece or 0.0)
+        out[f"{prefix}_ece_sampling_error"] = self.ece_sampling_error
         out["temperature"] = self.temperature
         put(f"{prefix}_baseline", self.baseline)
         for name, metrics in self.ablation.items():
@@ -116,6 +124,27 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, n_bins: int = 1
             if c
         )
     )
+
+
+def ece_sampling_error(
+    proba: np.ndarray, quantile: float = 0.95, draws: int = 200, seed: int = 0
+) -> float:
+    """The ``quantile`` of the ECE of a perfectly calibrated model with these probabilities.
+
+    Labels are redrawn from ``proba`` itself (consistency resampling, a parametric
+    bootstrap), so every draw is calibrated by construction and its ECE is pure sampling
+    noise: about 0.07 on 100 rows, 0.01 on 10,000.
+    """
+    if len(proba) == 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(proba / proba.sum(axis=1, keepdims=True), axis=1)
+    values = []
+    for _ in range(draws):
+        u = rng.random((len(proba), 1))
+        y = np.minimum((u > cumulative).sum(axis=1), proba.shape[1] - 1)
+        values.append(expected_calibration_error(y, proba))
+    return float(np.quantile(values, quantile))
 
 
 def reliability_bins(y: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> ReliabilityBins:
@@ -273,6 +302,7 @@ def evaluate_model(
         confusion=confusion.tolist(),
         reliability_uncalibrated=reliability_bins(y, proba_raw),
         reliability_calibrated=reliability_bins(y, proba),
+        ece_sampling_error=ece_sampling_error(proba),
     )
 
 
@@ -398,6 +428,13 @@ class GateConfig(BaseModel):
     max_ece: float = Field(
         default=0.1, gt=0.0, description="Calibrated ECE on the holdout must stay under this."
     )
+    ece_allows_sampling_error: bool = Field(
+        default=True,
+        description="Judge the ECE bound with its sampling error: reject only when the "
+        "holdout ECE exceeds max_ece by more than a perfectly calibrated model's ECE would "
+        "by chance on as many rows (95th percentile). ECE is that noisy on small holdouts "
+        "(about 0.07 on 100 rows); on large ones the allowance shrinks to about 0.01.",
+    )
 
 
 class GateCheck(BaseModel):
@@ -470,11 +507,17 @@ def check_promotion(
             )
         )
     ece = candidate.overall.ece if candidate.overall.ece is not None else float("inf")
+    allowance = candidate.ece_sampling_error if gate.ece_allows_sampling_error else 0.0
     checks.append(
         GateCheck(
             name="calibration",
-            passed=ece <= gate.max_ece,
-            detail=f"ECE {ece:.4f} vs bound {gate.max_ece}",
+            passed=ece <= gate.max_ece + allowance,
+            detail=f"ECE {ece:.4f} vs bound {gate.max_ece}"
+            + (
+                f" + sampling error {allowance:.4f} on {candidate.overall.n_rows} rows"
+                if allowance
+                else ""
+            ),
         )
     )
     promote = all(c.passed for c in checks)

@@ -35,7 +35,7 @@ class EmbeddingInput(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str = Field(description="Raw column name; also the modality name.")
-    kind: Literal["text", "image"]
+    kind: Literal["text", "image", "vector"]
     column: str = Field(description="Embedding column in the feature frame.")
     presence_column: str = Field(description="0/1 presence column in the feature frame.")
     dim: int = Field(gt=0, description="Embedding width.")

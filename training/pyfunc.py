@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -21,14 +22,45 @@ from training.model import (
 )
 
 CLASSIFIER_ARTIFACT = "classifier"
+CODE_FILE = Path(__file__).resolve().parent / "pyfunc_code.py"
+DIGEST_KEY = "classifier_sha256"
+
+
+class ModelIntegrityError(RuntimeError):
+    """The classifier's files differ from those the model was logged with."""
+
+
+def classifier_digest(directory: Path) -> str:
+    """SHA-256 over the classifier's files (spec and weights), by name then content."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode())
+        digest.update(b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class FusionPyfuncModel(mlflow.pyfunc.PythonModel):
     """Scores a feature frame (embeddings as lists or arrays, tabular columns) into
-    calibrated class probabilities, one ``proba_<class>`` column per class."""
+    calibrated class probabilities, one ``proba_<class>`` column per class.
+
+    Logged as a model from code (``pyfunc_code.py``); the weights' SHA-256, kept in the
+    model's config, is checked before they are loaded."""
 
     def load_context(self, context) -> None:
-        self._model = load_classifier(Path(context.artifacts[CLASSIFIER_ARTIFACT]))
+        directory = Path(context.artifacts[CLASSIFIER_ARTIFACT])
+        expected = (context.model_config or {}).get(DIGEST_KEY)
+        if expected is None:
+            raise ModelIntegrityError(f"{directory}: the model records no {DIGEST_KEY}")
+        actual = classifier_digest(directory)
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"classifier files changed since logging (sha256 {actual[:12]}..., "
+                f"expected {expected[:12]}...): refusing to load them"
+            )
+        self._model = load_classifier(directory)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         proba = self._model.predict_proba(pd.DataFrame(model_input), calibrated=True)
@@ -88,7 +120,8 @@ def save_pyfunc(
                     input_example[column] = [v.tolist() for v in input_example[column]]
         mlflow.pyfunc.save_model(
             path=str(path),
-            python_model=FusionPyfuncModel(),
+            python_model=str(CODE_FILE),
+            model_config={DIGEST_KEY: classifier_digest(classifier_dir)},
             artifacts={CLASSIFIER_ARTIFACT: str(classifier_dir)},
             signature=model_signature(model),
             input_example=input_example,

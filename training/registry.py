@@ -113,7 +113,7 @@ class AliasEvent(BaseModel):
 
     at: str = Field(description="UTC time, ISO 8601.")
     alias: str
-    action: Literal["assign", "promote", "rollback"]
+    action: Literal["assign", "promote", "rollback", "force"]
     version: str
     previous: str | None = Field(description="Version that held the alias before, if any.")
     reason: str
@@ -992,14 +992,14 @@ def _move_champion(
     name: str,
     version: str,
     previous: str | None,
-    action: Literal["promote", "rollback"],
+    action: Literal["promote", "rollback", "force"],
     reason: str,
     metrics: Mapping[str, float],
     retry: RetryConfig,
 ) -> AliasEvent:
     """Move ``champion``: intent first, then the alias, then lineage and history."""
     lineage = _champion_lineage(client, name)
-    if action == "promote":
+    if action in ("promote", "force"):
         lineage = [*lineage, version]
     else:
         lineage = lineage[:-1]
@@ -1102,6 +1102,39 @@ def reconcile_registry(
         return None
     log.warning("%s: completing a half-done %s of v%s", name, event.action, event.version)
     return _complete_move(client, name, event, list(intent.get("lineage", [])), retry)
+
+
+def force_champion(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    reason: str,
+    gate_reason: str | None = None,
+    lock_path: Path | None = None,
+    lock_timeout_s: float = 600.0,
+    retry: RetryConfig | None = None,
+    lock: PromotionLock | None = None,
+) -> AliasEvent:
+    """Make ``version`` champion whatever the gate says: a human decision, recorded in
+    the alias history as action ``force`` with its reason (and the gate's verdict).
+
+    Raises:
+        ValueError: ``reason`` is blank (an override must say why).
+        mlflow.exceptions.MlflowException: no such version.
+    """
+    if not reason.strip():
+        raise ValueError("a forced promotion needs a reason (--reason)")
+    retry = retry or RetryConfig()
+    client.get_model_version(name, version)
+    with _promotion_lock(client, name, lock_path, lock_timeout_s, lock):
+        reconcile_registry(client, name, retry)
+        previous = current_champion(client, name)
+        text = f"forced: {reason.strip()}"
+        if gate_reason:
+            text += f" (gate said: {gate_reason})"
+        return _move_champion(
+            client, name, version, previous, action="force", reason=text, metrics={}, retry=retry
+        )
 
 
 def rollback_champion(

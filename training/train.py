@@ -57,8 +57,18 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    epochs: int = Field(default=30, ge=1, description="Maximum passes over the training split.")
-    batch_size: int = Field(default=256, ge=1, description="Rows per optimiser step.")
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Maximum passes over the training split; None: adapted to the data size "
+        "(at least 30, and enough passes for about 2,000 optimiser steps, at most 200).",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rows per optimiser step; None: adapted to the data size (about 1/20 of "
+        "the training rows as a power of two, between 16 and 256).",
+    )
     learning_rate: float = Field(default=1e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(default=1e-4, ge=0.0, description="AdamW weight decay.")
     hidden_size: int = Field(default=128, ge=4, description="Width of each modality encoder.")
@@ -72,8 +82,12 @@ class TrainConfig(BaseModel):
         description="Probability of hiding each modality of a training row (robustness "
         "to missing modalities).",
     )
-    patience: int = Field(
-        default=5, ge=1, description="Epochs without validation-loss improvement before stopping."
+    patience: int | None = Field(
+        default=None,
+        ge=1,
+        description="Epochs without validation-loss improvement before stopping; None: "
+        "adapted to the data size (5 from 5,000 training rows, up to 15 on small data, "
+        "where one epoch is a few noisy steps).",
     )
     seed: int = Field(default=0, description="Seed of every random choice in training.")
     validation_fraction: float = Field(
@@ -157,13 +171,37 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
+# Data-size defaults ----------------------------------------------------------------------
+def resolve_train_config(train_config: TrainConfig, n_train_rows: int) -> TrainConfig:
+    """``train_config`` with every size-adapted knob left at None filled in for
+    ``n_train_rows`` training rows; explicit values are kept.
+
+    With a fixed batch of 256 and patience 5, a few hundred rows make 2-5 optimiser steps
+    per epoch, and early stopping ends training before the model leaves the class prior.
+    """
+    n = max(int(n_train_rows), 1)
+    batch_size = train_config.batch_size
+    if batch_size is None:
+        batch_size = int(min(256, max(16, 2 ** round(np.log2(max(n / 20, 1.0))))))
+    steps = max(1, -(-n // batch_size))
+    epochs = train_config.epochs
+    if epochs is None:
+        epochs = int(min(200, max(30, -(-2000 // steps))))
+    patience = train_config.patience
+    if patience is None:
+        patience = 5 if n >= 5000 else 10 if n >= 1000 else 15
+    return train_config.model_copy(
+        update={"batch_size": batch_size, "epochs": epochs, "patience": patience}
+    )
+
+
 # Checks and splits -----------------------------------------------------------------------
 def check_training_frame(
     frame: pd.DataFrame, config: DatasetConfig, train_config: TrainConfig
 ) -> None:
     """Raise :class:`TrainingDataError` unless the frame can be trained on."""
     needed = [config.timestamp, config.label, *config.model_tabular_columns]
-    for column in config.text_columns + config.image_columns:
+    for column in config.embedded_columns:
         needed.append(config.embedding_column(column))
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -234,11 +272,15 @@ def build_spec(
 ) -> ModelSpec:
     """The model's input declaration, from the dataset config and embedding widths."""
     wanted = set(train_config.modalities) if train_config.modalities is not None else None
-    known = {*config.text_columns, *config.image_columns, TABULAR}
+    known = {*config.embedded_columns, TABULAR}
     if wanted is not None and (not wanted or wanted - known):
         raise TrainingDataError(f"modalities must be a non-empty subset of {sorted(known)}")
     embeddings = []
-    for kind, columns in (("text", config.text_columns), ("image", config.image_columns)):
+    for kind, columns in (
+        ("text", config.text_columns),
+        ("image", config.image_columns),
+        ("vector", config.vector_columns),
+    ):
         for column in columns:
             if wanted is not None and column not in wanted:
                 continue
@@ -327,6 +369,7 @@ def train_model(
         raise TrainingDataError(
             f"classes with fewer than {train_config.min_rows_per_class} training rows: {thin}"
         )
+    train_config = resolve_train_config(train_config, len(splits.train))
     started = time.perf_counter()
     spec = build_spec(splits.train, config, train_config, counts / counts.sum())
     with torch.random.fork_rng(devices=[]):

@@ -112,7 +112,11 @@ def _embedding_summaries(
     reducer's subspace, NaN for rows without the modality.
     """
     out: dict[str, tuple[str, pd.DataFrame, pd.DataFrame]] = {}
-    kinds = {c: "text" for c in config.text_columns} | {c: "image" for c in config.image_columns}
+    kinds = (
+        {c: "text" for c in config.text_columns}
+        | {c: "image" for c in config.image_columns}
+        | {c: "vector" for c in config.vector_columns}
+    )
     for name, kind in kinds.items():
         emb, present = config.embedding_column(name), config.presence_column(name)
         if not all(c in reference and c in window for c in (emb, present)):
@@ -260,7 +264,7 @@ def build_window_report(
     prediction = [_PREDICTION] if _PREDICTION in window and _PREDICTION in reference else []
     presence = [
         config.presence_column(c)
-        for c in config.text_columns + config.image_columns
+        for c in config.embedded_columns
         if config.presence_column(c) in window and config.presence_column(c) in reference
     ]
     summaries = _embedding_summaries(

@@ -34,6 +34,7 @@ from training.registry import (
     default_artifact_location,
     default_tracking_uri,
     ensure_experiment,
+    force_champion,
     load_registered_pyfunc,
     log_training_run,
     promote_if_better,
@@ -142,6 +143,24 @@ def test_worse_challenger_never_promoted(mlflow_env):
     assert current_champion(client, name) == first
     tags = client.get_model_version(name, weak).tags
     assert tags["mmops.gate.decision"] == "reject" and tags["mmops.gate.against"] == f"v{first}"
+
+
+def test_a_forced_promotion_needs_a_reason_and_is_recorded(mlflow_env):
+    client, holdout, name = mlflow_env["client"], mlflow_env["holdout"], "forced-model"
+    first = _register(mlflow_env, name, "good")
+    assert promote_if_better(client, name, first, holdout, "reorder", GATE).promote
+    weak = _register(mlflow_env, name, "weak")
+    decision = promote_if_better(client, name, weak, holdout, "reorder", GATE)
+    assert not decision.promote
+    with pytest.raises(ValueError, match="reason"):
+        force_champion(client, name, weak, "  ")
+    event = force_champion(client, name, weak, "ticket 42: image-only model", decision.reason)
+    assert current_champion(client, name) == weak
+    last = alias_history(client, name)[-1]
+    assert (last.action, last.version, last.previous) == ("force", weak, first)
+    assert "ticket 42" in last.reason and "gate said: rejected" in last.reason
+    assert event == last
+    assert rollback_champion(client, name, reason="undo").version == first
 
 
 def test_alias_history_and_rollback(mlflow_env):

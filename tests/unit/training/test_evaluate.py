@@ -130,3 +130,37 @@ def test_first_version_must_beat_the_baseline(evaluation):
 def test_compute_metrics_without_both_classes_has_no_auc():
     m = compute_metrics(np.array([1, 1, 1]), np.array([[0.2, 0.8]] * 3), 2)
     assert isinstance(m, MetricSet) and m.roc_auc is None and m.accuracy == 1.0
+
+
+def test_ece_sampling_error_is_large_on_a_small_holdout_and_small_on_a_large_one():
+    from training.evaluate import ece_sampling_error
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.5, 0.95, 10_000)
+    proba = np.stack([p, 1 - p], axis=1)
+    small, large = ece_sampling_error(proba[:93]), ece_sampling_error(proba)
+    assert 0.06 < small < 0.2
+    assert large < 0.02
+
+
+def test_the_ece_bound_allows_sampling_noise_on_a_small_holdout(evaluation):
+    # issue 11: ECE 0.105 on 93 rows against bound 0.1 rejected a well calibrated model
+    small = _with(evaluation, 0.9, ece=0.105)
+    small = small.model_copy(
+        update={
+            "overall": small.overall.model_copy(update={"n_rows": 93}),
+            "ece_sampling_error": 0.08,
+        }
+    )
+    decision = check_promotion(small, None, GateConfig())
+    assert decision.promote, decision.reason
+    assert "sampling error 0.0800 on 93 rows" in decision.reason
+    strict = check_promotion(small, None, GateConfig(ece_allows_sampling_error=False))
+    assert not strict.promote and "calibration" in strict.reason
+    far = small.model_copy(update={"overall": small.overall.model_copy(update={"ece": 0.3})})
+    assert not check_promotion(far, None, GateConfig()).promote
+
+
+def test_evaluation_records_the_ece_sampling_error(evaluation):
+    assert 0.0 < evaluation.ece_sampling_error < 0.3
+    assert "test_ece_sampling_error" in evaluation.flat_metrics()

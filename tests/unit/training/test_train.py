@@ -144,3 +144,25 @@ def test_train_config_is_frozen_and_validated():
         TrainConfig(validation_fraction=0.45, test_fraction=0.45)
     with pytest.raises(ValueError):
         FAST.epochs = 3  # type: ignore[misc]
+
+
+def test_size_adapted_defaults_give_small_data_enough_steps_and_patience():
+    from training.train import resolve_train_config
+
+    small = resolve_train_config(TrainConfig(), 280)
+    assert small.batch_size <= 32 and small.patience >= 10
+    assert small.epochs * -(-280 // small.batch_size) >= 1500
+    large = resolve_train_config(TrainConfig(), 100_000)
+    assert (large.batch_size, large.patience, large.epochs) == (256, 5, 30)
+    explicit = resolve_train_config(TrainConfig(batch_size=7, patience=2, epochs=3), 280)
+    assert (explicit.batch_size, explicit.patience, explicit.epochs) == (7, 2, 3)
+
+
+@pytest.mark.slow
+def test_a_few_hundred_rows_train_past_the_majority_baseline_on_defaults(synth_config):
+    # issue 11: batch 256 and patience 5 left 400 rows at the class prior
+    frame = synthetic_frame(400, seed=3, label_noise=0.6)
+    result = train_model(frame, synth_config, TrainConfig(show_progress=False, hidden_size=32))
+    evaluation = evaluate_model(result.model, result.splits.test, synth_config.label)
+    assert result.train_config.batch_size == 16
+    assert evaluation.overall.macro_f1 > evaluation.baseline.macro_f1 + 0.2
