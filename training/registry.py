@@ -158,24 +158,40 @@ def call_with_retry(
         RegistryUnavailableError: every attempt failed transiently.
         MlflowException: a permanent failure (bad parameter, missing resource), at once.
     """
-    delay = retry.initial_delay_s
-    for attempt in range(1, retry.attempts + 1):
-        try:
-            return fn()
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            if attempt == retry.attempts:
-                raise RegistryUnavailableError(
-                    f"{what}: tracking server unavailable after {retry.attempts} attempts: "
-                    f"{str(error)[:300]}"
-                ) from error
-            log.warning(
-                "%s failed (attempt %d/%d), retrying: %s", what, attempt, retry.attempts, error
-            )
-            sleep(min(delay, retry.max_delay_s))
-            delay *= retry.backoff
-    raise AssertionError("unreachable")
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception,
+        stop_after_attempt,
+        wait_exponential,
+    )
+
+    def warn(state) -> None:
+        log.warning(
+            "%s failed (attempt %d/%d), retrying: %s",
+            what,
+            state.attempt_number,
+            retry.attempts,
+            state.outcome.exception(),
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(retry.attempts),
+        wait=wait_exponential(
+            multiplier=retry.initial_delay_s, exp_base=retry.backoff, max=retry.max_delay_s
+        ),
+        retry=retry_if_exception(is_transient),
+        before_sleep=warn,
+        sleep=sleep,
+    )
+    try:
+        return retrying(fn)
+    except RetryError as error:
+        last = error.last_attempt.exception()
+        raise RegistryUnavailableError(
+            f"{what}: tracking server unavailable after {retry.attempts} attempts: "
+            f"{str(last)[:300]}"
+        ) from last
 
 
 def connect(tracking_uri: str, retry: RetryConfig | None = None) -> MlflowClient:
