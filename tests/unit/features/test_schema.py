@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from features.errors import InvalidConfigError
 from features.schema import DatasetConfig, load_dataset_config
 
 
@@ -79,9 +80,10 @@ def test_a_typo_in_the_config_is_an_error_naming_the_key(tmp_path):
         "name: shop\nentity_key: id\ntimestamp: ts\nlabel: y\nclasses: [a, b]\n"
         "text: [{name: body}]\nnumerics: [{name: price}]\nimageroot: /srv\n"
     )
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(InvalidConfigError) as caught:
         load_dataset_config(path)
     assert "numerics" in str(caught.value) and "imageroot" in str(caught.value)
+    assert isinstance(caught.value.__cause__, ValidationError)
     with pytest.raises(ValidationError, match="min_char"):
         DatasetConfig.model_validate(_base(text=[{"name": "body", "min_char": 3}]))
 
