@@ -81,10 +81,19 @@ class EstimatorConfig(BaseModel):
         "quantile of the reference's own distances.",
     )
     far_neighbours: int = Field(default=5, ge=1, description="k of the nearest-row distance.")
-    far_rows: Literal["prior", "wrong"] = Field(
-        default="prior",
-        description="What a far row counts as in distance_checked: right as often as its "
-        "predicted class occurs in the reference ('prior'), or wrong ('wrong').",
+    far_rows: Literal["bracket", "proxy", "prior", "wrong"] = Field(
+        default="bracket",
+        description="What a far row counts as in distance_checked. 'proxy': its confidence "
+        "is replaced by the probability that its prediction is right given the row's other "
+        "modalities (a logistic regression fitted on the reference's labels without the "
+        "far embeddings): right if the far embedding carries no information. 'bracket' "
+        "(default): midway between 'proxy' and the ATC value (the far embedding as "
+        "informative as in the reference), with the band spanning both. 'prior': right as "
+        "often as its predicted class occurs in the reference. 'wrong': counted wrong, as "
+        "in Roschewitz & Glocker.",
+    )
+    proxy_regularization: float = Field(
+        default=0.5, gt=0.0, description="Inverse L2 strength (C) of the proxy label model."
     )
     domain_max_reference: int = Field(
         default=3000, ge=50, description="Most reference rows the domain classifier uses."
@@ -138,10 +147,13 @@ class EstimatorReference:
     correct: np.ndarray  # (n,) bool: prediction == label
     label_prior: np.ndarray  # (k,)
     features: np.ndarray  # (n, f) domain-classifier features
+    labels: np.ndarray  # (n,) label index
     atc_threshold: float
     spaces: list[_EmbeddingSpace] = field(default_factory=list)
     numeric_mean: dict[str, float] = field(default_factory=dict)
     numeric_std: dict[str, float] = field(default_factory=dict)
+    feature_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    proxies: dict[frozenset[str], LogisticRegression] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
@@ -155,6 +167,10 @@ class WindowEvidence(BaseModel):
 
     probas: np.ndarray
     row_correct: dict[str, np.ndarray] = Field(description="Per-row P(correct) per method.")
+    row_bounds: dict[str, tuple[np.ndarray, np.ndarray]] = Field(
+        default_factory=dict,
+        description="Per-row P(correct) at the low and high end of a method's bracket.",
+    )
     domain_auc: float | None
     far: np.ndarray = Field(description="Bool per window row: far in some embedding.")
     far_by_column: dict[str, float]
@@ -245,11 +261,13 @@ def _embedding_space(
 
 def _domain_features(
     frame: pd.DataFrame, reference: EstimatorReference
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Domain-classifier features and, per embedding column, (components, residual, present)."""
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Domain-classifier features; per embedding column (components, residual, present);
+    and the embedding column each feature comes from ('' for tabular features)."""
     dataset = reference.dataset
     n = len(frame)
     blocks: list[np.ndarray] = []
+    owners: list[str] = []
     for name in reference.numeric_mean:
         values = (
             pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
@@ -260,12 +278,14 @@ def _domain_features(
         scaled = (values - reference.numeric_mean[name]) / reference.numeric_std[name]
         blocks.append(np.where(missing, 0.0, np.clip(scaled, -10, 10))[:, None])
         blocks.append(missing.astype(float)[:, None])
+        owners += ["", ""]
     for name in dataset.categorical_columns:
         if name in dataset.monitor_only:
             continue
         values = frame[name].astype(object).astype(str) if name in frame else pd.Series([""] * n)
         categories = dataset.categorical_column(name).categories
         blocks.append(np.stack([(values == c).to_numpy(dtype=float) for c in categories], axis=1))
+        owners += [""] * len(categories)
     geometry: dict[str, np.ndarray] = {}
     for space in reference.spaces:
         k = space.reference_components.shape[1]
@@ -284,7 +304,8 @@ def _domain_features(
             np.where(present, (residual - space.residual_mean) / space.residual_std, 0.0)[:, None]
         )
         blocks.append(present.astype(float)[:, None])
-    return np.hstack(blocks).astype(np.float64), geometry
+        owners += [space.column] * (k + 2)
+    return np.hstack(blocks).astype(np.float64), geometry, np.array(owners, dtype=object)
 
 
 def fit_estimator_reference(
@@ -346,12 +367,15 @@ def fit_estimator_reference(
         correct=correct,
         label_prior=prior,
         features=np.zeros((len(frame), 0)),
+        labels=np.searchsorted(classes, frame[dataset.label].astype(str).to_numpy())
+        if list(classes) == sorted(classes)
+        else np.array([dataset.classes.index(v) for v in frame[dataset.label].astype(str)]),
         atc_threshold=threshold,
         spaces=spaces,
         numeric_mean=numeric_mean,
         numeric_std=numeric_std,
     )
-    reference.features, _ = _domain_features(frame, reference)
+    reference.features, _, reference.feature_owner = _domain_features(frame, reference)
     return reference
 
 
@@ -359,11 +383,14 @@ def fit_estimator_reference(
 
 
 def _far_rows(
-    geometry: dict[str, np.ndarray], reference: EstimatorReference, config: EstimatorConfig
-) -> tuple[np.ndarray, dict[str, float]]:
-    n = len(next(iter(geometry.values()))) if geometry else 0
+    geometry: dict[str, np.ndarray],
+    reference: EstimatorReference,
+    config: EstimatorConfig,
+    n: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Whether each window row is far in any embedding, and the mask per embedding column."""
     far = np.zeros(n, dtype=bool)
-    shares: dict[str, float] = {}
+    masks: dict[str, np.ndarray] = {}
     for space in reference.spaces:
         values = geometry[space.name]
         present = values[:, -1] > 0.5
@@ -377,9 +404,9 @@ def _far_rows(
             column_far[present] = (residual > space.residual_threshold) | (
                 distance > space.neighbour_threshold
             )
-        shares[space.column] = float(column_far.mean()) if n else 0.0
+        masks[space.column] = column_far
         far |= column_far
-    return far, shares
+    return far, masks
 
 
 def _domain_classifier(
@@ -433,6 +460,56 @@ def _shift_to_mean(confidence: np.ndarray, target: float) -> np.ndarray:
     return 1 / (1 + np.exp(-(logits + (low + high) / 2)))
 
 
+def _proxy(
+    reference: EstimatorReference, excluded: frozenset[str], config: EstimatorConfig
+) -> tuple[LogisticRegression | None, np.ndarray]:
+    """Label model on the reference without the ``excluded`` embeddings (cached)."""
+    keep = ~np.isin(reference.feature_owner, list(excluded))
+    if excluded not in reference.proxies:
+        if len(np.unique(reference.labels)) < 2 or not keep.any():
+            return None, keep
+        model = LogisticRegression(C=config.proxy_regularization, max_iter=500)
+        model.fit(reference.features[:, keep], reference.labels)
+        reference.proxies[excluded] = model
+    return reference.proxies[excluded], keep
+
+
+def _far_row_accuracy(
+    reference: EstimatorReference,
+    probas: np.ndarray,
+    features: np.ndarray,
+    far_masks: dict[str, np.ndarray],
+    config: EstimatorConfig,
+) -> np.ndarray:
+    """P(correct) of each row if it were far (only far rows' values are used)."""
+    if config.far_rows == "wrong":
+        return np.zeros(len(probas))
+    predicted = probas.argmax(axis=1)
+    prior = reference.label_prior[predicted]
+    if config.far_rows == "prior":
+        return prior
+    accuracy = prior.copy()
+    columns = list(far_masks)
+    if not columns:
+        return accuracy
+    patterns = np.stack([far_masks[c] for c in columns], axis=1)
+    for pattern in {tuple(p) for p in patterns[patterns.any(axis=1)]}:
+        rows = np.flatnonzero((patterns == np.array(pattern)).all(axis=1))
+        excluded = frozenset(c for c, far in zip(columns, pattern, strict=True) if far)
+        model, keep = _proxy(reference, excluded, config)
+        if model is None:
+            continue
+        proba = model.predict_proba(features[np.ix_(rows, keep)])
+        index = np.searchsorted(model.classes_, predicted[rows])
+        found = (index < len(model.classes_)) & (
+            model.classes_[np.minimum(index, len(model.classes_) - 1)] == predicted[rows]
+        )
+        accuracy[rows] = np.where(
+            found, proba[np.arange(len(rows)), np.minimum(index, proba.shape[1] - 1)], 0.0
+        )
+    return accuracy
+
+
 def collect_evidence(
     reference: EstimatorReference,
     window_frame: pd.DataFrame,
@@ -450,12 +527,14 @@ def collect_evidence(
     window_frame = window_frame.reset_index(drop=True)
     probas = _probas(window_frame, reference.dataset)
     confidence = probas.max(axis=1)
-    features, geometry = _domain_features(window_frame, reference)
-    far, far_by_column = _far_rows(geometry, reference, config)
+    features, geometry, _ = _domain_features(window_frame, reference)
+    far, far_masks = _far_rows(geometry, reference, config, len(window_frame))
+    far_by_column = {c: float(m.mean()) for c, m in far_masks.items()}
     auc, weights = _domain_classifier(features, reference, config)
 
     ref_conf = reference.probas.max(axis=1)
     rows: dict[str, np.ndarray] = {}
+    bounds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     atc_estimate = float((_scores(probas, config.atc_score) > reference.atc_threshold).mean())
     atc_rows = _shift_to_mean(confidence, atc_estimate)
     for method in methods:
@@ -471,15 +550,18 @@ def collect_evidence(
             calibrator.fit(ref_conf, reference.correct.astype(float), sample_weight=weights)
             rows[method] = np.asarray(calibrator.predict(confidence), dtype=float)
         elif method == "distance_checked":
-            replacement = (
-                reference.label_prior[probas.argmax(axis=1)]
-                if config.far_rows == "prior"
-                else np.zeros(len(probas))
-            )
-            rows[method] = np.where(far, replacement, atc_rows)
+            far_value = _far_row_accuracy(reference, probas, features, far_masks, config)
+            if config.far_rows == "bracket":
+                low = np.where(far, np.minimum(far_value, atc_rows), atc_rows)
+                high = np.where(far, np.maximum(far_value, atc_rows), atc_rows)
+                bounds[method] = (low, high)
+                rows[method] = (low + high) / 2.0
+            else:
+                rows[method] = np.where(far, far_value, atc_rows)
     return WindowEvidence(
         probas=probas,
         row_correct=rows,
+        row_bounds=bounds,
         domain_auc=auc,
         far=far,
         far_by_column=far_by_column,
@@ -576,6 +658,22 @@ def estimate_from_evidence(
         config.n_simulations,
         config.seed,
     )
+    if method in evidence.row_bounds:
+        # The realized value may lie anywhere in the bracket: the band spans it.
+        low_rows, high_rows = evidence.row_bounds[method]
+        low = _estimate_from_rows(
+            evidence.probas, low_rows, classes, config.confidence, config.n_simulations, config.seed
+        )
+        high = _estimate_from_rows(
+            evidence.probas,
+            high_rows,
+            classes,
+            config.confidence,
+            config.n_simulations,
+            config.seed,
+        )
+        acc_band = (min(acc_band[0], low[2][0]), max(acc_band[1], high[2][1]))
+        f1_band = (min(f1_band[0], low[3][0], high[3][0]), max(f1_band[1], low[3][1], high[3][1]))
     far_share = float(evidence.far.mean())
     reasons = trust_reasons(evidence.domain_auc, evidence.far_by_column, far_share, config)
     return PerformanceEstimate(
