@@ -32,12 +32,12 @@ def errors(reference, window, config=CONFIG):
 
 
 def test_without_shift_every_estimator_is_close_and_trusted(world):
-    frame, drift_reference, reference = world
+    _, _, reference = world
     window = toy_frame(1000, seed=3)
-    found, _ = errors(reference, window)
+    found, evidence = errors(reference, window)
     assert set(found) == set(ESTIMATOR_METHODS)
     assert max(found.values()) < 0.04
-    estimate = estimate_window(reference, drift_reference, window, config=CONFIG)
+    estimate = estimate_from_evidence(evidence, ["no", "yes"], CONFIG)
     assert estimate.trusted and estimate.trust_reasons == []
     assert estimate.domain_auc is not None and estimate.domain_auc < 0.65
     assert estimate.far_share is not None and estimate.far_share < 0.05
@@ -68,12 +68,12 @@ def test_importance_weighting_follows_a_shift_to_a_badly_calibrated_region(world
 
 
 def test_rows_far_from_the_reference_are_not_taken_at_their_word(world):
-    _, drift_reference, reference = world
+    _, _, reference = world
     # The new camera replaces the over-confident region b (which no global method fixes).
-    window = toy_frame(1000, seed=3, share_b=0.0, share_new=0.4)
-    found, _ = errors(reference, window)
+    window = toy_frame(800, seed=3, share_b=0.0, share_new=0.4)
+    found, evidence = errors(reference, window)
     assert found["distance_checked"] < found["cbpe"] - 0.05
-    estimate = estimate_window(reference, drift_reference, window, config=CONFIG)
+    estimate = estimate_from_evidence(evidence, ["no", "yes"], CONFIG)
     assert estimate.method == "distance_checked"
     assert not estimate.trusted
     assert any("far from the reference" in r for r in estimate.trust_reasons)
@@ -81,7 +81,8 @@ def test_rows_far_from_the_reference_are_not_taken_at_their_word(world):
     # The band spans the bracket (far embedding informative as before .. uninformative).
     low, high = estimate.accuracy_band
     assert low <= realized(window) <= high
-    assert estimate.accuracy_by_method["cbpe"] > high - 0.02
+    # ... and says how little is known: it is much wider than a sampling band.
+    assert high - low > 0.1
 
 
 @pytest.mark.parametrize("far_rows", ["wrong", "prior", "proxy"])
@@ -147,7 +148,7 @@ def test_loose_bounds_keep_a_shifted_window_trusted(world):
     _, drift_reference, reference = world
     loose = CONFIG.model_copy(update={"max_domain_auc": 1.0, "max_far_share": 1.0})
     estimate = estimate_window(
-        reference, drift_reference, toy_frame(400, seed=8, share_new=0.4), config=loose
+        reference, drift_reference, toy_frame(250, seed=8, share_new=0.4), config=loose
     )
     assert estimate.trusted
 
