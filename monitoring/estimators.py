@@ -56,6 +56,10 @@ ESTIMATOR_METHODS: tuple[EstimatorMethod, ...] = (
 )
 
 
+# Estimators calibrated on the reference's labels (CBPE trusts the model instead).
+_CALIBRATED: tuple[EstimatorMethod, ...] = ("atc", "doc", "iw_cbpe")
+
+
 class EstimatorConfig(BaseModel):
     """Which label-free estimator to use, its parameters and the trust bounds."""
 
@@ -67,6 +71,11 @@ class EstimatorConfig(BaseModel):
     )
     confidence: float = Field(default=0.9, gt=0.0, lt=1.0, description="Nominal band coverage.")
     n_simulations: int = Field(default=400, ge=10, description="Label draws for the bands.")
+    band_spans_estimators: bool = Field(
+        default=True,
+        description="On a trusted window, widen the band to cover the sampling bands of "
+        "ATC, DoC and IW-CBPE too (their disagreement is uncertainty about the estimate).",
+    )
     atc_score: Literal["max_confidence", "negative_entropy"] = Field(
         default="max_confidence",
         description="Score ATC thresholds (Garg et al. report negative entropy slightly "
@@ -658,24 +667,26 @@ def estimate_from_evidence(
         config.n_simulations,
         config.seed,
     )
-    if method in evidence.row_bounds:
-        # The realized value may lie anywhere in the bracket: the band spans it.
-        low_rows, high_rows = evidence.row_bounds[method]
-        low = _estimate_from_rows(
-            evidence.probas, low_rows, classes, config.confidence, config.n_simulations, config.seed
-        )
-        high = _estimate_from_rows(
-            evidence.probas,
-            high_rows,
-            classes,
-            config.confidence,
-            config.n_simulations,
-            config.seed,
-        )
-        acc_band = (min(acc_band[0], low[2][0]), max(acc_band[1], high[2][1]))
-        f1_band = (min(f1_band[0], low[3][0], high[3][0]), max(f1_band[1], low[3][1], high[3][1]))
     far_share = float(evidence.far.mean())
     reasons = trust_reasons(evidence.domain_auc, evidence.far_by_column, far_share, config)
+    spans: list[np.ndarray] = []
+    if method in evidence.row_bounds:
+        # The realized value may lie anywhere in the bracket: the band spans it.
+        spans.extend(evidence.row_bounds[method])
+    if config.band_spans_estimators and not reasons:
+        # Inside the reference's support the reference-calibrated estimators are all
+        # plausible; where they disagree, nobody knows which is right.
+        spans.extend(
+            evidence.row_correct[m]
+            for m in _CALIBRATED
+            if m != method and m in evidence.row_correct
+        )
+    for rows in spans:
+        other = _estimate_from_rows(
+            evidence.probas, rows, classes, config.confidence, config.n_simulations, config.seed
+        )
+        acc_band = (min(acc_band[0], other[2][0]), max(acc_band[1], other[2][1]))
+        f1_band = (min(f1_band[0], other[3][0]), max(f1_band[1], other[3][1]))
     return PerformanceEstimate(
         n_rows=len(evidence.probas),
         classes=list(classes),

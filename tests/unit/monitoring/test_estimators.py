@@ -176,3 +176,18 @@ def test_existing_callers_get_a_trusted_cbpe_estimate_by_default():
     )
     assert estimate.method == "cbpe" and estimate.trusted and estimate.trust_reasons == []
     assert estimate.domain_auc is None and estimate.far_share is None
+
+
+def test_trusted_band_covers_where_the_calibrated_estimators_disagree(world):
+    _, _, reference = world
+    evidence = collect_evidence(reference, toy_frame(400, seed=9, share_b=0.3), CONFIG)
+    narrow = estimate_from_evidence(
+        evidence, ["no", "yes"], CONFIG.model_copy(update={"band_spans_estimators": False})
+    )
+    wide = estimate_from_evidence(evidence, ["no", "yes"], CONFIG)
+    assert wide.trusted
+    assert wide.accuracy_band[0] <= narrow.accuracy_band[0]
+    assert wide.accuracy_band[1] >= narrow.accuracy_band[1]
+    for method in ("atc", "doc", "iw_cbpe"):
+        assert wide.accuracy_band[0] <= wide.accuracy_by_method[method] <= wide.accuracy_band[1]
+    assert wide.accuracy_band != narrow.accuracy_band
