@@ -15,18 +15,28 @@ estimators use the champion's labelled reference sample (``reference.parquet``: 
   vs window, on the tabular inputs and the PCA components of each embedding) weighs the
   reference rows by ``p(window | x) / p(reference | x)``; a weighted isotonic map from
   confidence to correctness fitted on them is applied to the window's confidences.
-* ``distance_checked``: ATC, except that window rows far from the reference in an
-  embedding's PCA space (Roschewitz & Glocker 2023) have their confidence ignored: they
-  count as right only as often as their predicted class occurs in the reference
-  (``far_rows="prior"``) or as wrong (``far_rows="wrong"``, as in the paper).
+* ``distance_checked`` (default): ATC, except for window rows far from the reference in
+  an embedding's PCA space (distance to the PCA subspace or to the k-th nearest reference
+  row beyond the reference's own 99th percentile; Roschewitz & Glocker 2023). Their
+  confidence is not taken at its word: a proxy label model (logistic regression on the
+  reference's labels, the far embeddings left out) gives the probability that their
+  prediction is right if the far embedding carried no information, ATC gives it if the
+  embedding were as informative as in the reference, and the estimate is the middle of
+  that bracket (``far_rows="bracket"``; "proxy", "prior" and "wrong" are options).
 
 Every estimator yields a per-row probability of being right; its mean is the expected
 accuracy, and the expected confusion matrix, macro-F1 and the bands follow from it as in
-CBPE (labels are drawn row by row from those probabilities).
+CBPE (labels are drawn row by row from those probabilities). The band of
+``distance_checked`` spans the bracket, and on a trusted window every estimate's band
+also covers the sampling bands of ATC, DoC and IW-CBPE: their disagreement is part of
+what is not known.
 
 Trust: the estimate is marked untrusted when the domain classifier's cross-validated AUC
-or the share of far rows passes its bound. Under such a shift none of these estimators has
-a guarantee; the policy should read "untrusted + drift" as a possible drop.
+or the share of far rows passes its bound. Under such a shift no estimator here has a
+guarantee (the bracket's middle is a guess between two bounds); the policy should read
+"untrusted + drift" as a possible drop and look at the band's low end.
+
+Measured on the drift simulator with a demo-like champion: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -376,9 +386,7 @@ def fit_estimator_reference(
         correct=correct,
         label_prior=prior,
         features=np.zeros((len(frame), 0)),
-        labels=np.searchsorted(classes, frame[dataset.label].astype(str).to_numpy())
-        if list(classes) == sorted(classes)
-        else np.array([dataset.classes.index(v) for v in frame[dataset.label].astype(str)]),
+        labels=np.array([dataset.classes.index(v) for v in frame[dataset.label].astype(str)]),
         atc_threshold=threshold,
         spaces=spaces,
         numeric_mean=numeric_mean,
