@@ -138,6 +138,12 @@ class EstimatorConfig(BaseModel):
         le=1.0,
         description="Trust bound: above this share of far rows the estimate is untrusted.",
     )
+    min_trust_rows: int = Field(
+        default=30,
+        ge=2,
+        description="Smaller windows are marked untrusted: their AUC and far share are "
+        "too noisy to tell a shift.",
+    )
     seed: int = Field(default=0, description="Seeds the folds and the label draws.")
 
 
@@ -637,8 +643,14 @@ def trust_reasons(
     far_by_column: dict[str, float],
     far_share: float,
     config: EstimatorConfig,
+    n_rows: int | None = None,
 ) -> list[str]:
     """Why an estimate cannot be trusted (empty when it can)."""
+    if n_rows is not None and n_rows < config.min_trust_rows:
+        return [
+            f"the window has {n_rows} rows, fewer than the {config.min_trust_rows} needed "
+            "to tell whether it is shifted"
+        ]
     reasons = []
     if domain_auc is not None and domain_auc > config.max_domain_auc:
         reasons.append(
@@ -676,7 +688,9 @@ def estimate_from_evidence(
         config.seed,
     )
     far_share = float(evidence.far.mean())
-    reasons = trust_reasons(evidence.domain_auc, evidence.far_by_column, far_share, config)
+    reasons = trust_reasons(
+        evidence.domain_auc, evidence.far_by_column, far_share, config, len(evidence.probas)
+    )
     spans: list[np.ndarray] = []
     if method in evidence.row_bounds:
         # The realized value may lie anywhere in the bracket: the band spans it.

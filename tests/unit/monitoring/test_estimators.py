@@ -191,3 +191,11 @@ def test_trusted_band_covers_where_the_calibrated_estimators_disagree(world):
     for method in ("atc", "doc", "iw_cbpe"):
         assert wide.accuracy_band[0] <= wide.accuracy_by_method[method] <= wide.accuracy_band[1]
     assert wide.accuracy_band != narrow.accuracy_band
+
+
+def test_a_tiny_window_is_untrusted_because_nothing_can_be_told(world):
+    _, drift_reference, reference = world
+    estimate = estimate_window(reference, drift_reference, toy_frame(5, seed=11), config=CONFIG)
+    assert not estimate.trusted
+    assert "5 rows" in estimate.trust_reasons[0]
+    assert estimate.accuracy_band[0] <= estimate.expected_accuracy <= estimate.accuracy_band[1]
