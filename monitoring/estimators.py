@@ -54,7 +54,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from features.schema import DatasetConfig
 from monitoring.drift import DriftReference, EmbeddingReference, proba_column
-from monitoring.estimate import PerformanceEstimate, _macro_f1, _validate_probas
+from monitoring.estimate import Metric, PerformanceEstimate, _macro_f1, _validate_probas
 
 EstimatorMethod = Literal["cbpe", "atc", "doc", "iw_cbpe", "distance_checked"]
 ESTIMATOR_METHODS: tuple[EstimatorMethod, ...] = (
@@ -764,12 +764,59 @@ def estimate_window(
     return estimate_from_evidence(evidence, classes, config)
 
 
+class EstimateCheck(BaseModel):
+    """Whether a label-free estimate points at a performance drop that matters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    possible_drop: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+def check_estimate(
+    estimate: PerformanceEstimate,
+    reference_value: float,
+    min_drop: float,
+    drifted: bool,
+    metric: Metric = "macro_f1",
+) -> EstimateCheck:
+    """Gate: a possible drop when the estimate falls ``min_drop`` below the reference, or
+    when it is untrusted, the window drifted and its band reaches that far down.
+
+    An untrusted estimate on a drifted window is not read as "no drop": the realized
+    value can be anywhere in the band, so its low end decides.
+    """
+    floor = reference_value - min_drop
+    value = estimate.value(metric)
+    if value <= floor:
+        return EstimateCheck(
+            possible_drop=True,
+            reasons=[
+                f"estimated {metric} {value:.3f} is {reference_value - value:.3f} below the "
+                f"reference {reference_value:.3f} (threshold {min_drop:.3f}, {estimate.method})"
+            ],
+        )
+    low = estimate.band(metric)[0]
+    if not estimate.trusted and drifted and low <= floor:
+        return EstimateCheck(
+            possible_drop=True,
+            reasons=[
+                f"the {metric} estimate is untrusted ({'; '.join(estimate.trust_reasons)}) "
+                f"on a drifted window, and its band reaches {low:.3f}, "
+                f"{reference_value - low:.3f} below the reference {reference_value:.3f}"
+            ],
+        )
+    return EstimateCheck(possible_drop=False)
+
+
 __all__ = [
     "ESTIMATOR_METHODS",
+    "EstimateCheck",
     "EstimatorConfig",
     "EstimatorMethod",
     "EstimatorReference",
     "WindowEvidence",
+    "check_estimate",
     "collect_evidence",
     "estimate_from_evidence",
     "estimate_window",

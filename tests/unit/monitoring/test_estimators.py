@@ -7,6 +7,7 @@ from monitoring.estimate import PerformanceEstimate, estimate_performance
 from monitoring.estimators import (
     ESTIMATOR_METHODS,
     EstimatorConfig,
+    check_estimate,
     collect_evidence,
     estimate_from_evidence,
     estimate_window,
@@ -199,3 +200,39 @@ def test_a_tiny_window_is_untrusted_because_nothing_can_be_told(world):
     assert not estimate.trusted
     assert "5 rows" in estimate.trust_reasons[0]
     assert estimate.accuracy_band[0] <= estimate.expected_accuracy <= estimate.accuracy_band[1]
+
+
+def _estimate(value: float, band: tuple[float, float], trusted: bool) -> PerformanceEstimate:
+    return PerformanceEstimate(
+        n_rows=500,
+        classes=["no", "yes"],
+        expected_accuracy=value,
+        expected_macro_f1=value,
+        accuracy_band=band,
+        macro_f1_band=band,
+        confidence=0.9,
+        expected_confusion=[[200.0, 50.0], [50.0, 200.0]],
+        method="distance_checked",
+        trusted=trusted,
+        trust_reasons=[] if trusted else ["95% of rows are far from the reference"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "band", "trusted", "drifted", "expected"),
+    [
+        (0.70, (0.66, 0.74), True, False, True),  # the estimate itself dropped
+        (0.77, (0.74, 0.80), True, True, False),  # trusted and close: no drop
+        (0.77, (0.68, 0.82), False, True, True),  # untrusted + drift + band reaches down
+        (0.77, (0.68, 0.82), False, False, False),  # untrusted but no drift
+        (0.77, (0.75, 0.80), False, True, False),  # untrusted, but even the band is fine
+    ],
+)
+def test_check_estimate_reads_untrusted_drift_as_a_possible_drop(
+    value, band, trusted, drifted, expected
+):
+    check = check_estimate(_estimate(value, band, trusted), 0.78, 0.05, drifted, "accuracy")
+    assert check.possible_drop is expected
+    assert bool(check.reasons) is expected
+    if expected and not trusted:
+        assert "untrusted" in check.reasons[0] and "far from the reference" in check.reasons[0]
