@@ -55,6 +55,7 @@ from features.drift_sim import HARMFUL, SCENARIOS, scenario_shift, simulate_wind
 from features.schema import DatasetConfig
 from monitoring.drift import DriftConfig, DriftReference, compute_drift, fit_drift_reference
 from monitoring.estimate import estimate_performance
+from monitoring.frechet import FrechetConfig, FrechetReference, fit_frechet_reference, frechet_drift
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "out" / "drift_detection.json"
@@ -230,16 +231,23 @@ class Ours:
     reference: DriftReference
     config: DatasetConfig
     drift_config: DriftConfig
+    frechet: FrechetReference | None = None
 
     def evaluate(self, window: pd.DataFrame, seed: int) -> dict:
-        result = compute_drift(
-            self.reference, window.drop(columns=[self.config.label]), self.drift_config, seed=seed
-        )
-        return {
+        unlabeled = window.drop(columns=[self.config.label])
+        result = compute_drift(self.reference, unlabeled, self.drift_config, seed=seed)
+        row = {
             "flag": bool(result.any_drift),
             "modalities": result.drifted_modalities,
+            # Embedding modalities only: what the Frechet baseline is compared with.
+            "embedding_flag": any(
+                result.modalities[m].drifted for m in ("text", "image") if m in result.modalities
+            ),
             **self.accuracy(window, seed),
         }
+        if self.frechet is not None:
+            row["frechet_flag"] = frechet_drift(self.frechet, unlabeled).drifted
+        return row
 
     def accuracy(self, window: pd.DataFrame, seed: int = 0) -> dict[str, float]:
         """Label-free expected accuracy and the realized accuracy of the window."""
@@ -536,6 +544,25 @@ def print_tables(results: dict, args: argparse.Namespace) -> None:
             f"{pool['estimated']:.3f} / {pool['realized']:.3f} ({pool['error']:+.3f}) |"
         )
 
+    print(
+        "\n### Embedding drift baseline: Frechet distance per predicted class (DriftLens) vs "
+        "our MMD + residual + presence tests on the text and image modalities\n"
+    )
+    print("| windows | detector | " + " | ".join(f"n={s}" for s in sizes) + " |")
+    print("|---|---|" + "---:|" * len(sizes))
+    rows = [("no drift (false alarms)", fa)] + [
+        (f"{scenario} @ {intensity:g}", results["power"][str(intensity)][scenario])
+        for intensity in results["settings"]["intensities"]
+        for scenario in DRIFTED
+    ]
+    for label, cells in rows:
+        for name, key in (
+            ("Frechet", "frechet_rate"),
+            ("ours (text, image)", "ours_embedding_rate"),
+        ):
+            values = [cells[str(s)].get(key) for s in sizes]
+            print(f"| {label} | {name} | " + " | ".join(_fmt(v) for v in values) + " |")
+
     emb = results["evidently_embeddings"]
     print(
         "\n### Evidently's legacy embedding methods alone, default thresholds: share of "
@@ -565,6 +592,8 @@ def _summarise(results: dict, cells_by_key: dict, pools: Pools, ours: Ours, args
             "ours_n": len(cell["ours"]),
             "ours_flagged": sum(r["flag"] for r in cell["ours"]),
             "ours_rate": _rate([r["flag"] for r in cell["ours"]]),
+            "ours_embedding_rate": _rate([r["embedding_flag"] for r in cell["ours"]]),
+            "frechet_rate": _rate([r["frechet_flag"] for r in cell["ours"] if "frechet_flag" in r]),
             "ours_modalities": modalities,
             "stock_n": len(cell["stock"]),
             "stock_rate": _rate([r["flag"] for r in cell["stock"]]),
@@ -583,6 +612,12 @@ def _summarise(results: dict, cells_by_key: dict, pools: Pools, ours: Ours, args
                 str(size): {
                     "ours_n": len(cells[size]["ours"]),
                     "ours_rate": _rate([r["flag"] for r in cells[size]["ours"]]),
+                    "ours_embedding_rate": _rate(
+                        [r["embedding_flag"] for r in cells[size]["ours"]]
+                    ),
+                    "frechet_rate": _rate(
+                        [r["frechet_flag"] for r in cells[size]["ours"] if "frechet_flag" in r]
+                    ),
                     "stock_n": len(cells[size]["stock"]),
                     "stock_rate": _rate([r["flag"] for r in cells[size]["stock"]]),
                     "stock_preset_rate": _rate([r["preset"] for r in cells[size]["stock"]]),
@@ -678,6 +713,9 @@ def main() -> None:
         help="counts for the record: " + ", ".join(f"{k}={v}" for k, v in FULL.items()),
     )
     parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument(
+        "--skip-frechet", action="store_true", help="leave out the Frechet (DriftLens) baseline"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pools", type=Path, default=DEFAULT_POOLS)
     parser.add_argument("--embedding-cache", type=Path, default=DEFAULT_EMBEDDING_CACHE)
@@ -703,7 +741,10 @@ def main() -> None:
     started = time.perf_counter()
     reference = fit_drift_reference(pools.reference, config, drift_config, seed=args.seed)
     fit_s = time.perf_counter() - started
-    ours = Ours(reference, config, drift_config)
+    frechet = None
+    if not args.skip_frechet:
+        frechet = fit_frechet_reference(pools.reference, reference, FrechetConfig(seed=args.seed))
+    ours = Ours(reference, config, drift_config, frechet)
     stock = None
     evidently_setup_s = 0.0
     if not args.skip_evidently:

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "drift_speed": [],
     "monitoring_speed": [],
     "drift_detection": [],
+    "estimate_bench": [],
     "prod_bench": [],
     "image_ingest_memory": [],
 }

@@ -42,6 +42,37 @@ class PerformanceEstimate(BaseModel):
     expected_confusion: list[list[float]] = Field(
         description="Expected confusion matrix, rows = true class, columns = predicted class."
     )
+    method: str = Field(
+        default="cbpe",
+        description="Estimator that produced the estimate (see monitoring.estimators).",
+    )
+    trusted: bool = Field(
+        default=True,
+        description="False when the window is so far from the reference that the estimate "
+        "cannot be relied on (trust_reasons say why); read 'untrusted + drift' as a "
+        "possible drop, not as 'no drop'.",
+    )
+    trust_reasons: list[str] = Field(
+        default_factory=list, description="Why the estimate is untrusted; empty when trusted."
+    )
+    domain_auc: float | None = Field(
+        default=None,
+        description="Cross-validated ROC-AUC of a classifier telling window rows from "
+        "reference rows (0.5: indistinguishable); None when not computed.",
+    )
+    far_share: float | None = Field(
+        default=None,
+        description="Share of window rows far from the reference in some embedding's PCA "
+        "space; None when not computed.",
+    )
+    far_share_by_column: dict[str, float] = Field(
+        default_factory=dict, description="Share of far window rows per embedding column."
+    )
+    accuracy_by_method: dict[str, float] = Field(
+        default_factory=dict,
+        description="Expected accuracy from every estimator computed on the window, for "
+        "comparison in the report.",
+    )
 
     def value(self, metric: Metric = "macro_f1") -> float:
         """The point estimate of ``metric``."""
