@@ -36,6 +36,8 @@ def test_whole_cycle_on_real_services(
         "MMOPS_POSTGRES__PORT": str(postgres.port),
         "MMOPS_POSTGRES__USER": postgres.user,
         "MMOPS_POSTGRES__FEAST_DATABASE": databases("mmops_t_feast"),
+        # the promotion lock is an advisory lock in the MLflow backend database
+        "MMOPS_POSTGRES__MLFLOW_DATABASE": mlflow_server.settings.postgres.mlflow_database,
         "MMOPS_REDIS__PORT": str(redis_instance.port),
         "MMOPS_MLFLOW_SERVER__URL": server.url,
         "MMOPS_MLFLOW_SERVER__USERNAME": server.username,
