@@ -214,6 +214,36 @@ def _validate_probas(probas: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return np.clip(probas, 0.0, None) / sums
 
 
+def simulated_bands(
+    true_probas: np.ndarray,
+    predicted: np.ndarray,
+    confidence: float,
+    n_simulations: int,
+    rng: np.random.Generator,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Bands of the realized accuracy and macro-F1 when each row's true class is drawn
+    from ``true_probas`` (``(n, k)``) and its prediction is ``predicted``.
+
+    Returns:
+        ``(accuracy_band, macro_f1_band)``, each the central ``confidence`` interval.
+    """
+    n, k = true_probas.shape
+    cumulative = np.cumsum(true_probas, axis=1)
+    cumulative[:, -1] = 1.0
+    draws = rng.random((n_simulations, n, 1))
+    labels = (draws > cumulative[None, :, :]).sum(axis=2)  # (sims, n) in [0, k)
+    cells = labels * k + predicted[None, :]
+    offsets = (np.arange(n_simulations) * k * k)[:, None]
+    counts = np.bincount((cells + offsets).ravel(), minlength=n_simulations * k * k)
+    confusions = counts.reshape(n_simulations, k, k)
+    accuracies = np.trace(confusions, axis1=1, axis2=2) / n
+    f1s = _macro_f1(confusions)
+    tail = (1.0 - confidence) / 2.0
+    accuracy_band = tuple(float(q) for q in np.quantile(accuracies, [tail, 1.0 - tail]))
+    f1_band = tuple(float(q) for q in np.quantile(f1s, [tail, 1.0 - tail]))
+    return accuracy_band, f1_band  # type: ignore[return-value]
+
+
 def estimate_performance(
     probas: np.ndarray,
     classes: Sequence[str],
@@ -242,20 +272,9 @@ def estimate_performance(
     expected_accuracy = float(probas.max(axis=1).mean())
     expected_f1 = float(_macro_f1(expected_confusion))
 
-    rng = np.random.default_rng(seed)
-    cumulative = np.cumsum(probas, axis=1)
-    cumulative[:, -1] = 1.0
-    draws = rng.random((n_simulations, n, 1))
-    labels = (draws > cumulative[None, :, :]).sum(axis=2)  # (sims, n) in [0, k)
-    cells = labels * k + predicted[None, :]
-    offsets = (np.arange(n_simulations) * k * k)[:, None]
-    counts = np.bincount((cells + offsets).ravel(), minlength=n_simulations * k * k)
-    confusions = counts.reshape(n_simulations, k, k)
-    accuracies = np.trace(confusions, axis1=1, axis2=2) / n
-    f1s = _macro_f1(confusions)
-    tail = (1.0 - confidence) / 2.0
-    accuracy_band = tuple(float(q) for q in np.quantile(accuracies, [tail, 1.0 - tail]))
-    f1_band = tuple(float(q) for q in np.quantile(f1s, [tail, 1.0 - tail]))
+    accuracy_band, f1_band = simulated_bands(
+        probas, predicted, confidence, n_simulations, np.random.default_rng(seed)
+    )
 
     return PerformanceEstimate(
         n_rows=n,

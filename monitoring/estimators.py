@@ -54,7 +54,13 @@ from sklearn.model_selection import StratifiedKFold
 
 from features.schema import DatasetConfig
 from monitoring.drift import DriftReference, EmbeddingReference, proba_column
-from monitoring.estimate import Metric, PerformanceEstimate, _macro_f1, _validate_probas
+from monitoring.estimate import (
+    Metric,
+    PerformanceEstimate,
+    _macro_f1,
+    _validate_probas,
+    simulated_bands,
+)
 
 EstimatorMethod = Literal["cbpe", "atc", "doc", "iw_cbpe", "distance_checked"]
 ESTIMATOR_METHODS: tuple[EstimatorMethod, ...] = (
@@ -621,20 +627,9 @@ def _estimate_from_rows(
     accuracy = float(correct.mean())
     macro_f1 = float(_macro_f1(expected_confusion))
 
-    rng = np.random.default_rng(seed)
-    cumulative = np.cumsum(row_true, axis=1)
-    cumulative[:, -1] = 1.0
-    draws = rng.random((n_simulations, n, 1))
-    labels = (draws > cumulative[None, :, :]).sum(axis=2)
-    cells = labels * k + predicted[None, :]
-    offsets = (np.arange(n_simulations) * k * k)[:, None]
-    counts = np.bincount((cells + offsets).ravel(), minlength=n_simulations * k * k)
-    confusions = counts.reshape(n_simulations, k, k)
-    accuracies = np.trace(confusions, axis1=1, axis2=2) / n
-    f1s = _macro_f1(confusions)
-    tail = (1.0 - confidence) / 2.0
-    acc_band = tuple(float(q) for q in np.quantile(accuracies, [tail, 1.0 - tail]))
-    f1_band = tuple(float(q) for q in np.quantile(f1s, [tail, 1.0 - tail]))
+    acc_band, f1_band = simulated_bands(
+        row_true, predicted, confidence, n_simulations, np.random.default_rng(seed)
+    )
     return accuracy, macro_f1, acc_band, f1_band, expected_confusion  # type: ignore[return-value]
 
 

@@ -11,13 +11,11 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_detects_drift_retrains_and_recovers(tmp_path, monkeypatch):
+def run_small_demo(tmp_path, monkeypatch, **overrides):
+    """The demo on a small history in ``tmp_path``, one shift only; returns (params, table)."""
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.demo import DemoParams, demo_flow
-    from flows.runtime import get_runtime
-    from flows.train import registered_model_name
-    from training.registry import alias_history, connect, current_champion
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -25,20 +23,28 @@ def test_demo_detects_drift_retrains_and_recovers(tmp_path, monkeypatch):
     monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("MMOPS_SMTP__PORT", str(port))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    params = DemoParams(
+    values = dict(
         rows=2400,
         days=16,
         review_pool=300,
         image_pool=600,
-        production_days=7,
         rows_per_day=300,
-        scenario="concept",
         onset_day=1,
         then_scenario=None,
-        epochs=6,
     )
+    params = DemoParams(**(values | overrides))
     with prefect_test_harness(server_startup_timeout=120):
-        table = demo_flow(params)
+        return params, demo_flow(params)
+
+
+def test_demo_detects_drift_retrains_and_recovers(tmp_path, monkeypatch):
+    from flows.runtime import get_runtime
+    from flows.train import registered_model_name
+    from training.registry import alias_history, connect, current_champion
+
+    params, table = run_small_demo(
+        tmp_path, monkeypatch, production_days=7, scenario="concept", epochs=6
+    )
 
     drifted = table[table["scenario"] != "none"]
     # Detected within a few windows of onset (concept drift shows in the lagged labels).
@@ -81,30 +87,9 @@ def test_demo_detects_drift_retrains_and_recovers(tmp_path, monkeypatch):
 
 
 def test_benign_demo_flags_benign_drift_from_the_onset_day(tmp_path, monkeypatch):
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.demo import DemoParams, demo_flow
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("MMOPS_SMTP__PORT", str(port))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    params = DemoParams(
-        rows=2000,
-        days=14,
-        review_pool=300,
-        image_pool=600,
-        production_days=3,
-        rows_per_day=300,
-        scenario="benign",
-        onset_day=1,
-        then_scenario=None,
-        epochs=4,
+    params, table = run_small_demo(
+        tmp_path, monkeypatch, rows=2000, days=14, production_days=3, scenario="benign", epochs=4
     )
-    with prefect_test_harness(server_startup_timeout=120):
-        table = demo_flow(params)
     after = table[table["day"] >= params.onset_day]
     assert after["drifted"].str.contains("benign").all(), table
     assert not table.loc[table["day"] < params.onset_day, "drifted"].str.contains("benign").any()
