@@ -446,6 +446,23 @@ def _add(checks: list, expectation, column: str | None, problem: str, show=None)
     checks.append(expectation)
 
 
+def _require_facts(checks: list, column: str, facts: list[tuple[str, str, str]]) -> None:
+    """One check per ``(fact, problem, show)``: the per-row column ``<column>__<fact>``
+    must be True; a failure reads "N of M rows <problem>", sampling column ``show``."""
+    import great_expectations as gx
+
+    for fact, problem, show in facts:
+        _add(
+            checks,
+            gx.expectations.ExpectColumnValuesToBeInSet(
+                column=f"{column}__{fact}", value_set=[True]
+            ),
+            column,
+            problem,
+            show=show,
+        )
+
+
 def _keys_checks(checks: list, config: DatasetConfig, skipped: set[str]) -> None:
     import great_expectations as gx
 
@@ -568,19 +585,19 @@ def build_raw_suite(config: DatasetConfig, *, now: datetime, skipped: set[str] =
                 c,
                 "have no text (null)",
             )
-        in_true = [
-            ("is_str", "are not str (text must be str or None)"),
-            ("utf8", "are not valid UTF-8 (undecodable bytes, lone surrogates or U+FFFD)"),
-            ("nonblank", "are empty or whitespace-only (use None for a missing text)"),
-        ]
-        for fact, problem in in_true:
-            _add(
-                checks,
-                E.ExpectColumnValuesToBeInSet(column=f"{c}__{fact}", value_set=[True]),
-                c,
-                problem,
-                show=f"{c}__utf8_detail" if fact == "utf8" else c,
-            )
+        _require_facts(
+            checks,
+            c,
+            [
+                ("is_str", "are not str (text must be str or None)", c),
+                (
+                    "utf8",
+                    "are not valid UTF-8 (undecodable bytes, lone surrogates or U+FFFD)",
+                    f"{c}__utf8_detail",
+                ),
+                ("nonblank", "are empty or whitespace-only (use None for a missing text)", c),
+            ],
+        )
         _add(
             checks,
             E.ExpectColumnValuesToBeBetween(
@@ -601,40 +618,20 @@ def build_raw_suite(config: DatasetConfig, *, now: datetime, skipped: set[str] =
                 c,
                 "have no image (null)",
             )
-        _add(
+        _require_facts(
             checks,
-            E.ExpectColumnValuesToBeInSet(column=f"{c}__type_ok", value_set=[True]),
             c,
-            "are neither image bytes nor a path",
-            show=c,
-        )
-        _add(
-            checks,
-            E.ExpectColumnValuesToBeInSet(column=f"{c}__path_ok", value_set=[True]),
-            c,
-            "name a path outside image_root (absolute, or escaping it with ..)",
-            show=c,
-        )
-        _add(
-            checks,
-            E.ExpectColumnValuesToBeInSet(column=f"{c}__file_found", value_set=[True]),
-            c,
-            "name an image file that does not exist under image_root",
-            show=c,
-        )
-        _add(
-            checks,
-            E.ExpectColumnValuesToBeInSet(column=f"{c}__size_ok", value_set=[True]),
-            c,
-            f"declare more than {spec.max_pixels} pixels (checked before decoding)",
-            show=c,
-        )
-        _add(
-            checks,
-            E.ExpectColumnValuesToBeInSet(column=f"{c}__decodable", value_set=[True]),
-            c,
-            "cannot be decoded as an image",
-            show=c,
+            [
+                ("type_ok", "are neither image bytes nor a path", c),
+                ("path_ok", "name a path outside image_root (absolute, or escaping it with ..)", c),
+                ("file_found", "name an image file that does not exist under image_root", c),
+                (
+                    "size_ok",
+                    f"declare more than {spec.max_pixels} pixels (checked before decoding)",
+                    c,
+                ),
+                ("decodable", "cannot be decoded as an image", c),
+            ],
         )
     for spec in config.vectors:
         c = spec.name
@@ -647,18 +644,15 @@ def build_raw_suite(config: DatasetConfig, *, now: datetime, skipped: set[str] =
                 c,
                 "have no vector (null)",
             )
-        for fact, problem in (
-            ("dim_ok", f"do not hold a 1-d vector of length {spec.dim}"),
-            ("finite", "hold NaN, inf or non-numeric values"),
-            ("nonzero", "are all zeros (no direction to normalise)"),
-        ):
-            _add(
-                checks,
-                E.ExpectColumnValuesToBeInSet(column=f"{c}__{fact}", value_set=[True]),
-                c,
-                problem,
-                show=f"{c}__dim" if fact == "dim_ok" else c,
-            )
+        _require_facts(
+            checks,
+            c,
+            [
+                ("dim_ok", f"do not hold a 1-d vector of length {spec.dim}", f"{c}__dim"),
+                ("finite", "hold NaN, inf or non-numeric values", c),
+                ("nonzero", "are all zeros (no direction to normalise)", c),
+            ],
+        )
     return gx.ExpectationSuite(name=f"{config.name}_raw", expectations=checks)
 
 
