@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,14 +77,6 @@ class WindowAssessment(BaseModel):
         return window_key(self.window_start, self.champion.version)
 
     @property
-    def judged_realized(self) -> RealizedWindow | None:
-        """The realized performance of the judged version on the labelled window, if any."""
-        for entry in self.realized:
-            if entry.model_version == self.champion.version:
-                return entry
-        return None
-
-    @property
     def main_realized(self) -> RealizedWindow | None:
         """The labelled window's realized performance for the version that scored most."""
         return self.realized[0] if self.realized else None
@@ -104,10 +95,19 @@ class WindowAssessment(BaseModel):
         return lines
 
 
+def as_utc(moment: datetime | pd.Timestamp | str) -> pd.Timestamp:
+    """``moment`` as a UTC timestamp (a naive one is read as UTC)."""
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def utc_stamp(moment: datetime) -> str:
+    """``YYYYmmddTHHMMSSZ`` in UTC: no colons, so it is safe in paths, names and keys."""
+    return f"{as_utc(moment):%Y%m%dT%H%M%SZ}"
+
+
 def window_key(window_start: datetime, model_version: str) -> str:
-    stamp = pd.Timestamp(window_start)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return f"{stamp:%Y%m%dT%H%M%SZ}/v{model_version}"
+    return f"{utc_stamp(window_start)}/v{model_version}"
 
 
 def assess_window(
@@ -203,16 +203,11 @@ def assess_window(
     )
 
 
-def realized_accuracy(assessment: WindowAssessment) -> float:
-    """The labelled window's realized accuracy (NaN without labels)."""
-    entry = assessment.main_realized
-    return entry.performance.accuracy if entry is not None else float(np.nan)
-
-
 __all__ = [
     "ChampionInfo",
     "WindowAssessment",
+    "as_utc",
     "assess_window",
-    "realized_accuracy",
+    "utc_stamp",
     "window_key",
 ]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from monitoring.alerts.pii import scrub_pii
+from monitoring.alerts.pii import one_line, scrub_pii
 from monitoring.alerts.smtp import message_domain
 from monitoring.drift import DriftResult, ModalityDrift
 from monitoring.estimate import Metric, PerformanceEstimate
@@ -106,14 +106,6 @@ def _p(value: float | None) -> str:
     return f"< {1e-16:g}" if value < 1e-16 else f"{value:.2g}"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _ordered_modalities(drift: DriftResult) -> list[ModalityDrift]:
     return sorted(drift.modalities.values(), key=lambda m: (not m.drifted, m.p_value))
 
@@ -131,7 +123,7 @@ def alert_subject(content: AlertContent) -> str:
         what = "no drift detected"
     version = f" v{content.model_version}" if content.model_version else ""
     subject = f"[mmops] {content.decision.action.upper()} {content.dataset}{version}: {what}"
-    return _clip(_one_line(scrub_pii(subject)), _SUBJECT_MAX)
+    return one_line(scrub_pii(subject), _SUBJECT_MAX)
 
 
 def _performance_lines(content: AlertContent) -> list[str]:
@@ -231,13 +223,12 @@ def _context(content: AlertContent, attachment_note: str | None, sample_chars: i
         "notes": [scrub_pii(n) for n in content.notes],
         "sample_columns": [scrub_pii(c) for c in columns],
         "sample_rows": [
-            [_clip(_one_line(scrub_pii(row.get(c, ""))), sample_chars) for c in columns]
+            [one_line(scrub_pii(row.get(c, "")), sample_chars) for c in columns]
             for row in content.sample_rows
         ],
         "sample_cells": [
             "; ".join(
-                f"{scrub_pii(k)}={_clip(_one_line(scrub_pii(v)), sample_chars)}"
-                for k, v in row.items()
+                f"{scrub_pii(k)}={one_line(scrub_pii(v), sample_chars)}" for k, v in row.items()
             )
             for row in content.sample_rows
         ],

@@ -1,4 +1,5 @@
-"""Personal-data scrubbing for every free-text string that reaches an alert email."""
+"""Personal-data scrubbing for every free-text string that reaches an alert email, and
+the one-line clipping applied to it."""
 
 from __future__ import annotations
 
@@ -76,4 +77,10 @@ def scrub_pii(text: str) -> str:
     return "".join(parts)
 
 
-__all__ = ["scrub_pii"]
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["one_line", "scrub_pii"]

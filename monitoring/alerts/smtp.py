@@ -31,16 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from features.state_io import atomic_write_bytes
+from monitoring.alerts.pii import one_line
 
 logger = logging.getLogger(__name__)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def message_domain(sender: str) -> str:
@@ -131,7 +124,7 @@ def _describe(error: Exception, smtp: SmtpConfig) -> str:
     text = f"{type(error).__name__}: {error}"
     if smtp.password is not None and smtp.password.get_secret_value():
         text = text.replace(smtp.password.get_secret_value(), "**********")
-    return _clip(_one_line(text), 300)
+    return one_line(text, 300)
 
 
 def _deliver_once(message: EmailMessage, smtp: SmtpConfig) -> dict[str, tuple[int, bytes]]:

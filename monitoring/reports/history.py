@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.state_io import atomic_write_frame, read_state
-from monitoring.assessment import WindowAssessment
+from monitoring.assessment import WindowAssessment, as_utc
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -62,9 +62,9 @@ def upsert_history(history: pd.DataFrame | None, assessment: WindowAssessment) -
     """
     frame = history if history is not None and not history.empty else pd.DataFrame()
     rows = frame.to_dict("records") if not frame.empty else []
-    by_start = {_utc(r["window_start"]): r for r in rows}
+    by_start = {as_utc(r["window_start"]): r for r in rows}
     new = drift_history_row(assessment)
-    key = _utc(new["window_start"])
+    key = as_utc(new["window_start"])
     old = by_start.get(key, {})
     for column in REALIZED_COLUMNS:
         value = old.get(column)
@@ -73,7 +73,7 @@ def upsert_history(history: pd.DataFrame | None, assessment: WindowAssessment) -
     by_start[key] = new
     labelled = assessment.main_realized
     if labelled is not None:
-        target = _utc(labelled.window_start)
+        target = as_utc(labelled.window_start)
         row = dict(by_start.get(target, {"window_start": target}))
         row.update(
             realized_accuracy=labelled.performance.accuracy,
@@ -119,7 +119,7 @@ def history_from_runs(client: MlflowClient, experiment_name: str) -> pd.DataFram
         tags, metrics = run.data.tags, run.data.metrics
         if "mmops.window_start" not in tags:
             continue
-        start = _utc(tags["mmops.window_start"])
+        start = as_utc(tags["mmops.window_start"])
         row: dict[str, Any] = {
             "window_start": start,
             "model_version": tags.get("model_version", ""),
@@ -143,7 +143,7 @@ def history_from_runs(client: MlflowClient, experiment_name: str) -> pd.DataFram
         if "labelled.window_start" in tags and "labelled.accuracy" in metrics:
             labelled.append(
                 (
-                    _utc(tags["labelled.window_start"]),
+                    as_utc(tags["labelled.window_start"]),
                     {
                         "realized_accuracy": metrics["labelled.accuracy"],
                         "realized_macro_f1": metrics.get("labelled.macro_f1", math.nan),
@@ -251,9 +251,9 @@ def plot_drift_history(
         onsets = [] if onset is None else [onset] if isinstance(onset, datetime) else onset
         for i, moment in enumerate(onsets):
             axis.axvline(
-                _utc(moment), color="red", linestyle="--", label="drift onset" if i == 0 else None
+                as_utc(moment), color="red", linestyle="--", label="drift onset" if i == 0 else None
             )
-        for i, moment in enumerate(sorted(set(_utc(t) for t in retrain_times))):
+        for i, moment in enumerate(sorted(set(as_utc(t) for t in retrain_times))):
             axis.axvline(
                 moment, color="green", linestyle="-", alpha=0.7, label="retrain" if i == 0 else None
             )
@@ -264,11 +264,6 @@ def plot_drift_history(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
     return path
-
-
-def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def history_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

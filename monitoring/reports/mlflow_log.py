@@ -76,21 +76,6 @@ def _client(client_or_tracking_uri: MlflowClient | str) -> MlflowClient:
     return client_or_tracking_uri
 
 
-def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        if artifact_location is None:
-            return client.create_experiment(name)
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # created concurrently by another window
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
 def log_window_report(
     client_or_tracking_uri: MlflowClient | str,
     experiment_name: str,
@@ -116,8 +101,10 @@ def log_window_report(
 
     ``artifact_location`` (a URI) is used only when the experiment is created here.
     """
+    from training.registry import ensure_experiment  # imports mlflow: not at module import
+
     client = _client(client_or_tracking_uri)
-    experiment_id = _experiment_id(client, experiment_name, artifact_location)
+    experiment_id = ensure_experiment(client, experiment_name, artifact_location)
     drift, decision = assessment.drift, assessment.decision
     window_key = assessment.window_start.isoformat()
     previous = client.search_runs(

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.schema import DatasetConfig
 from features.state_io import atomic_write_text
-from monitoring.assessment import WindowAssessment
+from monitoring.assessment import WindowAssessment, utc_stamp
 from monitoring.drift import DriftReference, DriftResult, ModalityDrift
 from monitoring.reports.evidently_metrics import evidently_metrics
 
@@ -70,11 +70,7 @@ class WindowReport(BaseModel):
 
 def window_stamp(window_start: datetime | None) -> str:
     """The window start as ``YYYYmmddTHHMMSSZ`` (no colons: portable paths and names)."""
-    if window_start is None:
-        return "unknown"
-    stamp = pd.Timestamp(window_start)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.strftime("%Y%m%dT%H%M%SZ")
+    return "unknown" if window_start is None else utc_stamp(window_start)
 
 
 def report_directory(data_dir: str | Path, window_start: datetime | None) -> Path:

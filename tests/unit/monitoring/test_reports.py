@@ -350,7 +350,7 @@ class FakeClient:
             return None
         return type("Experiment", (), {"experiment_id": self.experiments[name]})()
 
-    def create_experiment(self, name):
+    def create_experiment(self, name, artifact_location=None):
         self.experiments[name] = str(len(self.experiments) + 1)
         return self.experiments[name]
 
