@@ -63,10 +63,8 @@ def _write_user_data(folder: Path, n: int = 30) -> Path:
     return csv
 
 
-def _ingest(tmp_path: Path):
-    """Read the user's CSV with their config and ingest the day; returns what a test needs."""
-    config = load_dataset_config(tmp_path / "dataset.yaml")
-    raw = read_raw(tmp_path / "reviews.csv", config)
+def _day_store(tmp_path: Path, config):
+    """Ingest paths and a Feast store under ``tmp_path``, and the day 2026-03-01 (UTC)."""
     paths = IngestPaths(
         feast_dir=tmp_path / "feast",
         labels_dir=tmp_path / "labels",
@@ -74,7 +72,14 @@ def _ingest(tmp_path: Path):
         embedding_cache_dir=tmp_path / "cache",
     )
     store = prepare_store(config, paths.feast_dir)
-    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+    return paths, store, datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def _ingest(tmp_path: Path):
+    """Read the user's CSV with their config and ingest the day; returns what a test needs."""
+    config = load_dataset_config(tmp_path / "dataset.yaml")
+    raw = read_raw(tmp_path / "reviews.csv", config)
+    paths, store, start, end = _day_store(tmp_path, config)
     ingest = lambda: ingest_window(raw, config, store, Encoders.load(config), paths, start, end)  # noqa: E731
     return config, paths, store, ingest
 
@@ -207,14 +212,7 @@ def test_string_keys_late_labels_int_categoricals_and_a_latin1_csv(tmp_path):
     raw = read_raw(tmp_path / "notes.csv", config)
     assert raw["note_id"].iloc[0] == "N-000" and raw["team"].iloc[3] == "other"
     assert raw["written_at"].iloc[0] == pd.Timestamp("2026-03-01T07:00:00Z")  # 08:00 Paris
-    paths = IngestPaths(
-        feast_dir=tmp_path / "feast",
-        labels_dir=tmp_path / "labels",
-        quarantine_dir=tmp_path / "quarantine",
-        embedding_cache_dir=tmp_path / "cache",
-    )
-    store = prepare_store(config, paths.feast_dir)
-    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+    paths, store, start, end = _day_store(tmp_path, config)
     result = ingest_window(raw, config, store, Encoders.load(config), paths, start, end)
     assert (result.n_rows, result.stored, result.quarantined, result.n_labels) == (12, 12, 0, 0)
     late = pd.DataFrame(
@@ -272,14 +270,7 @@ def test_precomputed_embeddings_are_validated_stored_trained_on_and_monitored(tm
         }
     )
     raw.to_parquet(tmp_path / "calls.parquet")
-    paths = IngestPaths(
-        feast_dir=tmp_path / "feast",
-        labels_dir=tmp_path / "labels",
-        quarantine_dir=tmp_path / "quarantine",
-        embedding_cache_dir=tmp_path / "cache",
-    )
-    store = prepare_store(config, paths.feast_dir)
-    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+    paths, store, start, end = _day_store(tmp_path, config)
     frame = read_raw(tmp_path / "calls.parquet", config, start, end)
     result = ingest_window(frame, config, store, Encoders.load(config), paths, start, end)
     assert (result.stored, result.quarantined) == (n - 3, 3)
