@@ -41,5 +41,8 @@ def cycle_flow(params: CycleParams | None = None) -> CycleOutcome:
     start, end = resolve_window(params.start, params.end, params.window_hours)
     ingested = ingest_flow(IngestParams(start=start, end=end, raw_path=params.raw_path))
     scored = score_flow(ScoreParams(start=start, end=end))
-    monitored = monitor_flow(params.monitor.model_copy(update={"start": start, "end": end}))
+    monitor = params.monitor.model_copy(update={"start": start, "end": end})
+    if monitor.raw_path is None and params.raw_path is not None:
+        monitor = monitor.model_copy(update={"raw_path": params.raw_path})  # drift examples
+    monitored = monitor_flow(monitor)
     return CycleOutcome(ingest=ingested, score=scored, monitor=monitored)

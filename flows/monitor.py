@@ -25,6 +25,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -32,7 +33,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from features.encoders import ImageDecodeError, decode_image
 from features.errors import EmptyWindowError, NoChampionError
+from features.ingest import read_raw
 from features.state_io import atomic_write_text, read_state
 from features.store import read_labels
 from flows.retries import retry_unless_permanent
@@ -47,6 +50,8 @@ from flows.train import (
 from monitoring.alerts import (
     AlertContent,
     AlertDeliveryError,
+    EmailKind,
+    RetrainSummary,
     SmtpConfig,
     build_alert_email,
     load_alert_state,
@@ -59,6 +64,8 @@ from monitoring.alerts import (
 )
 from monitoring.assessment import ChampionInfo, WindowAssessment, assess_window
 from monitoring.drift import DriftConfig, DriftReference
+from monitoring.estimators import EstimatorConfig, EstimatorReference, fit_estimator_reference
+from monitoring.explain import DriftExplanation, ExplainConfig, explain_drift
 from monitoring.policy import PolicyConfig, PolicyState, WindowRecord
 from monitoring.reports import (
     POLICY_RECORD_TAG,
@@ -73,6 +80,11 @@ from monitoring.reports import (
     report_directory,
     save_history,
     upsert_history,
+)
+from monitoring.reports.explanation import (
+    RawExamples,
+    explanation_lines,
+    write_explanation_page,
 )
 from monitoring.scoring import MODEL_VERSION, join_labels, read_prediction_log
 from training.registry import REFERENCE_ARTIFACT, REFERENCE_ROWS_TAG, connect, current_champion
@@ -95,6 +107,11 @@ class MonitorParams(BaseModel):
         "window this much earlier, and shown as that window's.",
     )
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    estimator: EstimatorConfig = Field(
+        default_factory=EstimatorConfig,
+        description="The label-free performance estimator (method: cbpe, atc, doc, "
+        "iw_cbpe or distance_checked) and the bounds past which its estimate is untrusted.",
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     send_email: bool = Field(default=True, description="Send drift alert emails.")
     act: bool = Field(default=True, description="Start retraining when the decision says so.")
@@ -108,6 +125,16 @@ class MonitorParams(BaseModel):
         "reminds every third day, not every run).",
     )
     report: bool = Field(default=True, description="Build the Evidently HTML report.")
+    explain: bool = Field(
+        default=True,
+        description="On a drifted window, find the rows, regions and columns that drive "
+        "the drift (report page and email lines).",
+    )
+    raw_path: str | None = Field(
+        default=None,
+        description="Raw rows to show drift examples from (text snippets, thumbnails); "
+        "default: settings.raw_data_path. Without it, examples are shown by entity id.",
+    )
 
 
 class MonitorOutcome(BaseModel):
@@ -161,8 +188,17 @@ class RetrainRequest(BaseModel):
     request_id: str
     version: str | None = None
     promoted: bool | None = None
+    verdict: str = ""
     flow_run: str | None = None
     reused: bool = False
+
+    def summary(self) -> RetrainSummary:
+        return RetrainSummary(
+            version=self.version,
+            promoted=self.promoted,
+            verdict=self.verdict,
+            flow_run=self.flow_run,
+        )
 
     def note(self) -> str:
         if self.flow_run is not None:
@@ -320,6 +356,18 @@ def assess(
     now: datetime,
 ) -> WindowAssessment:
     start, end, labelled_start, labelled_end = bounds
+    estimator_reference: EstimatorReference | None = None
+    try:
+        estimator_reference = fit_estimator_reference(
+            champion.reference, champion.drift_reference, params.estimator
+        )
+    except ValueError as error:  # an unlabelled reference: CBPE, marked untrusted
+        get_run_logger().warning(
+            "v%s's reference cannot calibrate the %s estimator (%s): falling back to CBPE",
+            champion.version,
+            params.estimator.method,
+            error,
+        )
     return assess_window(
         dataset=runtime.config,
         window=window,
@@ -334,6 +382,8 @@ def assess(
         labelled_start=labelled_start,
         labelled_end=labelled_end,
         version_performance=references,
+        estimator_reference=estimator_reference,
+        estimator=params.estimator,
         now=now,
         seed=runtime.settings.seed,
     )
@@ -378,6 +428,87 @@ def report(
         artifact_location=runtime.artifact_location,
     )
     return built, logged
+
+
+def _raw_examples(
+    runtime: Runtime,
+    params: MonitorParams,
+    explanation: DriftExplanation,
+    start: datetime,
+    end: datetime,
+) -> RawExamples | None:
+    """The raw text and pixels of the rows the explanation points at (best effort)."""
+    config = runtime.config
+    path = Path(params.raw_path) if params.raw_path else runtime.settings.raw_data_path
+    entities = {
+        r.entity
+        for e in explanation.embeddings.values()
+        for r in [*e.top_rows, *(x for c in e.clusters for x in c.examples)]
+        if r.entity is not None
+    }
+    if not entities or not path.exists():
+        return None
+    raw = read_raw(path, config, start, end)
+    if config.entity_key not in raw:
+        return None
+    raw = raw[raw[config.entity_key].astype(str).isin(entities)]
+    texts: dict[str, dict[str, str]] = {}
+    images: dict[str, dict[str, object]] = {}
+    for _, row in raw.iterrows():
+        entity = str(row[config.entity_key])
+        for column in config.text_columns:
+            if isinstance(row.get(column), str):
+                texts.setdefault(entity, {})[column] = row[column]
+        for column in config.image_columns:
+            value = row.get(column)
+            if value is None or (isinstance(value, float) and pd.isna(value)):
+                continue
+            try:
+                image = decode_image(value, config.image_root, size=64)
+            except ImageDecodeError:
+                continue  # a bad image is shown by its entity id
+            images.setdefault(entity, {})[column] = np.asarray(image)
+    return RawExamples(texts=texts, images=images)
+
+
+@task(cache_policy=NO_CACHE)
+def explain(
+    runtime: Runtime,
+    params: MonitorParams,
+    champion: ChampionReference,
+    window: pd.DataFrame,
+    assessment: WindowAssessment,
+    logged: LoggedWindow,
+) -> list[str]:
+    """What drives a drifted window's drift: a page logged beside the report, and
+    lines for the email. Never fails the run (an explanation is a courtesy)."""
+    drifted = set(assessment.drift.drifted_modalities)
+    if not params.explain or not drifted:
+        return []
+    config = runtime.config
+    columns = [c for c in config.text_columns if "text" in drifted] + [
+        c for c in config.image_columns if "image" in drifted
+    ]
+    try:
+        explanation = explain_drift(
+            champion.drift_reference,
+            window,
+            ExplainConfig(seed=runtime.settings.seed),
+            columns=columns,
+        )
+        raw = _raw_examples(
+            runtime, params, explanation, assessment.window_start, assessment.window_end
+        )
+        page = write_explanation_page(
+            explanation,
+            report_directory(runtime.settings.data_dir, assessment.window_start),
+            raw,
+        )
+        connect(runtime.settings.tracking_uri).log_artifact(logged.run_id, str(page), "report")
+        return explanation_lines(explanation, raw)
+    except Exception as error:  # noqa: BLE001 - reported in the log; the alert still goes out
+        get_run_logger().warning("drift explanation failed: %s", error)
+        return []
 
 
 def _episode_start(assessment: WindowAssessment) -> datetime | None:
@@ -446,6 +577,7 @@ def act(
         request_id=request_id,
         version=trained.version,
         promoted=trained.promoted,
+        verdict=trained.reason,
         reused=trained.reused,
     )
 
@@ -489,6 +621,54 @@ def _flow_run_url() -> str | None:
     return flow_run.get_flow_run_ui_url() if os.environ.get("PREFECT_API_URL") else None
 
 
+def _email_kind(retrain: RetrainRequest | None, reminder: bool) -> EmailKind:
+    if retrain is not None and retrain.flow_run is not None:
+        return "retrain_started"
+    if retrain is not None and retrain.version is not None:
+        return "retrain_result"
+    return "reminder" if reminder else "alert"
+
+
+def _episode(assessment: WindowAssessment) -> tuple[list[str], list[str]]:
+    """Earlier windows of the ongoing episode (back to the last quiet one), and the
+    retrains they triggered."""
+    history = sorted(
+        (
+            r
+            for r in assessment.decision.state.history
+            if r.window_start is not None and r.window_start < assessment.window_start
+        ),
+        key=lambda r: r.order,
+        reverse=True,
+    )
+    episode: list[WindowRecord] = []
+    for record in history:
+        if record.action == "none":
+            break
+        episode.append(record)
+    episode.reverse()
+    lines = [
+        f"{r.window_start:%Y-%m-%d %H:%M} (v{r.model_version}): {r.action}, "
+        f"{'drift in ' + ', '.join(r.drifted) if r.drifted else r.fingerprint or 'no drift'}"
+        for r in episode
+    ]
+    retrains = [
+        f"the window of {r.window_start:%Y-%m-%d %H:%M} triggered a retrain of "
+        f"v{r.model_version} (`mmops status` shows the versions since)"
+        for r in episode
+        if r.action == "retrain"
+    ]
+    return lines[-10:], retrains
+
+
+def _ui_hint(runtime: Runtime) -> str | None:
+    """How to open the UI the links point to, when it is the local one."""
+    uri = runtime.settings.tracking_uri
+    if not uri.startswith(("sqlite:", "file:")) and "://" in uri:
+        return None
+    return f"the links open once the MLflow UI runs: mlflow ui --backend-store-uri {uri}"
+
+
 @task(cache_policy=NO_CACHE)
 def alert(
     runtime: Runtime,
@@ -497,6 +677,7 @@ def alert(
     logged: LoggedWindow,
     retrain: RetrainRequest | None,
     params: MonitorParams,
+    explanations: list[str] | None = None,
 ) -> str:
     """Mail the window's alert unless it repeats an ongoing one or was handled before.
 
@@ -521,17 +702,28 @@ def alert(
     notes = []
     if retrain is not None:
         notes.append(retrain.note())
+        if retrain.verdict:
+            notes.append(f"the gate's verdict: {retrain.verdict}")
     if assessment.champion.reference_note:
         notes.append(
             f"drift reference of v{assessment.model_version}: {assessment.champion.reference_note}"
         )
+    episode, episode_retrains = _episode(assessment)
     message = build_alert_email(
         AlertContent.from_assessment(
             assessment,
+            kind=_email_kind(retrain, check.reminder),
             notes=notes,
+            retrain=retrain.summary() if retrain is not None else None,
+            episode=episode,
+            explanations=explanations or [],
+            episode_retrains=episode_retrains if check.reminder or retrain is None else [],
             mlflow_run_url=logged.url(s.mlflow_ui_url),
+            report_url=logged.report_url(s.mlflow_ui_url) if built else None,
             flow_run_url=_flow_run_url(),
+            ui_hint=_ui_hint(runtime) if s.mlflow_ui_url else None,
             report_path=built.html if built else None,
+            report_file=str(built.html) if built else None,
             created_at=now,
         ),
         sender=s.smtp.sender,
@@ -575,10 +767,11 @@ def monitor_flow(params: MonitorParams | None = None) -> MonitorOutcome:
     bounds = (start, end, start - lag, end - lag)
     assessment = assess(runtime, champion, window, labelled, references, state, params, bounds, now)
     built, logged = report(runtime, champion, window, assessment, params.report)
+    explanations = explain(runtime, params, champion, window, assessment, logged)
     retrain = act(runtime, params, assessment)
     record_policy(runtime, assessment)
     record_history(runtime, assessment, logged)
-    email = alert(runtime, assessment, built, logged, retrain, params)
+    email = alert(runtime, assessment, built, logged, retrain, params, explanations)
     result = _outcome(assessment, email, logged, built, retrain)
     extra = [f"Email: {email}"] + ([retrain.note()] if retrain else [])
     create_markdown_artifact(

@@ -93,7 +93,10 @@ class Settings(BaseSettings):
         default=None, description="Default: SQLite file under data_dir."
     )
     mlflow_ui_url: str | None = Field(
-        default=None, description="Base URL of the MLflow UI, for links in alert emails."
+        default="http://127.0.0.1:5000",
+        description="Base URL of the MLflow UI, for links in alert emails (default: where "
+        "`mlflow ui` serves on this machine; the email says how to start it). Set it to "
+        "the shared server's URL in production, or to an empty value for no links.",
     )
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     # prod profile (ignored by the embedded default; see flows/profiles.py)

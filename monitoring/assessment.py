@@ -24,6 +24,7 @@ from monitoring.estimate import (
     estimate_performance,
     realized_windows,
 )
+from monitoring.estimators import EstimatorConfig, EstimatorReference, estimate_window
 from monitoring.policy import Decision, PolicyConfig, PolicyState, decide
 
 
@@ -110,6 +111,33 @@ def window_key(window_start: datetime, model_version: str) -> str:
     return f"{utc_stamp(window_start)}/v{model_version}"
 
 
+def _estimate(
+    dataset: DatasetConfig,
+    window: pd.DataFrame,
+    drift_reference: DriftReference,
+    estimator_reference: EstimatorReference | None,
+    estimator: EstimatorConfig | None,
+    seed: int,
+) -> PerformanceEstimate:
+    """The configured estimator's estimate; CBPE, untrusted, without a labelled reference."""
+    config = (estimator or EstimatorConfig()).model_copy(update={"seed": seed})
+    if estimator_reference is not None:
+        return estimate_window(estimator_reference, drift_reference, window, dataset, config)
+    probas = window[[f"proba_{c}" for c in dataset.classes]].to_numpy(dtype=float)
+    estimate = estimate_performance(probas, dataset.classes, seed=seed)
+    if config.method == "cbpe":
+        return estimate
+    return estimate.model_copy(
+        update={
+            "trusted": False,
+            "trust_reasons": [
+                f"the champion has no labelled reference for the {config.method} estimator: "
+                "this is CBPE, the model's own confidence, which a covariate shift can fool"
+            ],
+        }
+    )
+
+
 def assess_window(
     *,
     dataset: DatasetConfig,
@@ -125,6 +153,8 @@ def assess_window(
     labelled_start: datetime | None = None,
     labelled_end: datetime | None = None,
     version_performance: dict[str, float] | None = None,
+    estimator_reference: EstimatorReference | None = None,
+    estimator: EstimatorConfig | None = None,
     now: datetime | None = None,
     seed: int = 0,
 ) -> WindowAssessment:
@@ -145,6 +175,10 @@ def assess_window(
         labelled_start, labelled_end: that window's bounds.
         version_performance: each version's reference value of the policy metric (to
             show the realized performance of a version other than the champion).
+        estimator_reference: the champion's labelled reference prepared for the
+            label-free estimators (``fit_estimator_reference``); None: CBPE on the
+            window's probabilities alone, marked as such.
+        estimator: which estimator and trust bounds (default ``EstimatorConfig()``).
         now: the decision time (default: now).
         seed: seeds the permutation tests and the estimate's band.
 
@@ -170,8 +204,7 @@ def assess_window(
         )
     drift = compute_drift(drift_reference, unlabelled, drift_config, seed=seed, labels=labels)
     drift = drift.model_copy(update={"window_start": window_start, "window_end": window_end})
-    probas = window[[f"proba_{c}" for c in dataset.classes]].to_numpy(dtype=float)
-    estimate = estimate_performance(probas, dataset.classes, seed=seed)
+    estimate = _estimate(dataset, unlabelled, drift_reference, estimator_reference, estimator, seed)
     judged = next((r for r in realized if r.model_version == champion.version), None)
     if judged is None and realized:
         judged = realized[0]

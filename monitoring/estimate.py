@@ -82,6 +82,12 @@ class PerformanceEstimate(BaseModel):
         """The band of ``metric``."""
         return self.macro_f1_band if metric == "macro_f1" else self.accuracy_band
 
+    def trust_line(self) -> str:
+        """'trusted (distance_checked)' or 'UNTRUSTED (distance_checked): <reasons>'."""
+        if self.trusted:
+            return f"trusted ({self.method})"
+        return f"UNTRUSTED ({self.method}): {'; '.join(self.trust_reasons)}"
+
 
 class RealizedPerformance(BaseModel):
     """Performance measured against labels."""

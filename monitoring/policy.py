@@ -6,8 +6,8 @@ returns ``none``, ``alert`` or ``retrain`` with its reasons. Retraining needs
 
 * persistent drift (drifted now and in ``k`` of the last ``n`` windows counting this
   one) in a modality allowed to retrain,
-  together with a performance drop that matters in the current window (estimated from
-  the probabilities, or realized on labels), or
+  together with a performance drop that matters in the current window (estimated
+  label-free, or realized on labels), or
 * concept drift: a realized drop on enough labels in ``k`` of the last ``n`` labelled
   windows (the label-free estimate cannot see it);
 
@@ -15,6 +15,11 @@ and is then still subject to a cooldown after the last retrain and a daily cap; 
 blocked retrain becomes an alert that says why. Anything else that is off (drift in a
 single window, benign drift in ``monitor_only`` columns, drift without a performance
 drop, an estimated drop without drift) alerts only.
+
+A label-free estimate marked untrusted (the window is too far from the reference for
+any estimator to be relied on) on a drifted window counts as a possible drop when its
+band reaches the drop threshold: under the shift that makes the estimate unreliable,
+"the estimate looks fine" is not evidence that performance is fine.
 
 Persistence counts only windows after the last retrain: earlier ones were judged
 against the previous champion's reference.
@@ -36,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitoring.drift import DriftResult
 from monitoring.estimate import Metric, PerformanceEstimate, RealizedPerformance, RealizedWindow
+from monitoring.estimators import check_estimate
 
 Action = Literal["none", "alert", "retrain"]
 _PERFORMANCE = "performance"
@@ -259,8 +265,15 @@ def decide(
 
     drifted = [m for m in result.drifted_modalities if config.for_modality(m).enabled]
     floor = reference_performance - config.performance_drop
-    estimated = estimate.value(config.metric)
-    estimated_drop = estimated <= floor
+    # An untrusted estimate on a drifted window is not "no drop": its band's low end decides.
+    estimate_check = check_estimate(
+        estimate,
+        reference_performance,
+        config.performance_drop,
+        drifted=bool(drifted),
+        metric=config.metric,
+    )
+    estimated_drop = estimate_check.possible_drop
     judged: RealizedPerformance | None = None
     labelled_window: datetime | None = None
     if realized is not None:
@@ -283,11 +296,7 @@ def decide(
             f"{modality} drifted (p={drift.p_value:.2g} <= {drift.threshold:.2g}; "
             f"top: {', '.join(t.name for t in drift.top[:3])})"
         )
-    if estimated_drop:
-        reasons.append(
-            f"estimated {config.metric} {estimated:.3f} is {reference_performance - estimated:.3f}"
-            f" below the reference {reference_performance:.3f}"
-        )
+    reasons.extend(estimate_check.reasons)
     if realized_drop and judged is not None:
         value = judged.value(config.metric)
         where = f" of {labelled_window:%Y-%m-%d %H:%M}" if labelled_window else ""

@@ -2,7 +2,14 @@
 window's assessment with jinja2 templates (``message``), de-duplication and the alert
 state (``state``), and SMTP delivery with its outbox (``smtp``)."""
 
-from monitoring.alerts.message import AlertContent, alert_subject, build_alert_email, render_alert
+from monitoring.alerts.message import (
+    AlertContent,
+    EmailKind,
+    RetrainSummary,
+    alert_subject,
+    build_alert_email,
+    render_alert,
+)
 from monitoring.alerts.pii import scrub_pii
 from monitoring.alerts.smtp import (
     AlertDelivery,
@@ -28,7 +35,9 @@ __all__ = [
     "AlertDelivery",
     "AlertDeliveryError",
     "AlertState",
+    "EmailKind",
     "OutboxResult",
+    "RetrainSummary",
     "SmtpConfig",
     "alert_subject",
     "build_alert_email",

@@ -1,9 +1,17 @@
 """Alert email content and the pure message builder (jinja2 templates, text and HTML).
 
 ``build_alert_email`` turns a window's assessment into a ``multipart/alternative`` email
-(plain text and HTML), with the Evidently report attached under a size bound. Every
-free-text string that reaches the email (dataset name, reasons, sample values, column
-names) goes through ``scrub_pii``; the HTML template escapes everything it is given.
+(plain text and HTML). One template pair serves four kinds of email (``EmailKind``):
+a drift ``alert``, ``retrain_started`` (training runs elsewhere), ``retrain_result``
+(trained in the monitor run: promoted or not) and a ``reminder`` of an ongoing episode.
+Each opens with a summary a person reads in ten seconds (what drifted and how much in
+plain words, estimated vs realized performance with the estimate's trust signal, the
+model version), then what happens next and what to do (with the commands), then the
+details. The Evidently report is linked; it is attached only under a size bound, so an
+email stays well under 1 MB.
+
+Every free-text string that reaches the email (dataset name, reasons, sample values,
+column names) goes through ``scrub_pii``; the HTML template escapes everything.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,6 +39,30 @@ if TYPE_CHECKING:
     from monitoring.assessment import WindowAssessment
 
 _SUBJECT_MAX = 200
+EmailKind = Literal["alert", "retrain_started", "retrain_result", "reminder"]
+_KIND_LABEL = {
+    "alert": "ALERT",
+    "retrain_started": "RETRAIN STARTED",
+    "retrain_result": "RETRAINED",
+    "reminder": "REMINDER",
+}
+# The whole email must stay under 1 MB: the report is attached only below this.
+DEFAULT_MAX_ATTACHMENT_BYTES = 600_000
+
+
+class RetrainSummary(BaseModel):
+    """What came of a retrain the decision asked for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str | None = Field(default=None, description="The version trained, if done.")
+    promoted: bool | None = Field(default=None, description="Whether the gate promoted it.")
+    verdict: str = Field(default="", description="The gate's reason, one line.")
+    flow_run: str | None = Field(
+        default=None, description="Prefect flow run training it, when it runs elsewhere."
+    )
+
+
 _HTTP_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -41,6 +73,7 @@ class AlertContent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     dataset: str = Field(description="Dataset (or model) name shown in the subject.")
+    kind: EmailKind = Field(default="alert", description="Which email this is.")
     decision: Decision = Field(description="The policy's decision and its reasons.")
     drift: DriftResult = Field(description="The window's drift, per modality.")
     estimate: PerformanceEstimate | None = Field(
@@ -58,6 +91,28 @@ class AlertContent(BaseModel):
     notes: list[str] = Field(
         default_factory=list,
         description="What happened or will happen (retraining outcome, drift reference).",
+    )
+    retrain: RetrainSummary | None = Field(
+        default=None, description="The retrain this window started, and its outcome."
+    )
+    episode: list[str] = Field(
+        default_factory=list,
+        description="Earlier windows of the same drift episode, one line each, oldest first.",
+    )
+    episode_retrains: list[str] = Field(
+        default_factory=list,
+        description="Retrains already done in this episode (for reminders), one line each.",
+    )
+    explanations: list[str] = Field(
+        default_factory=list,
+        description="What drives the drift, briefly (over-represented clusters, example "
+        "rows, tabular columns); scrubbed.",
+    )
+    ui_hint: str | None = Field(
+        default=None, description="How to open the MLflow UI the links point to."
+    )
+    report_file: str | None = Field(
+        default=None, description="Where the full report lies on the monitoring machine."
     )
     mlflow_run_url: str | None = Field(default=None, description="Link to the MLflow run.")
     report_url: str | None = Field(default=None, description="Link to the Evidently report.")
@@ -96,10 +151,6 @@ class AlertContent(BaseModel):
         )
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}g}"
-
-
 def _p(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -110,20 +161,71 @@ def _ordered_modalities(drift: DriftResult) -> list[ModalityDrift]:
     return sorted(drift.modalities.values(), key=lambda m: (not m.drifted, m.p_value))
 
 
-def alert_subject(content: AlertContent) -> str:
-    """One-line subject naming the action, the dataset and the drifted modalities."""
+def _what(content: AlertContent) -> str:
     drifted = content.drift.drifted_modalities
     if drifted:
-        what = f"drift in {', '.join(drifted)}"
-    elif content.decision.fingerprint == "performance":
-        what = "estimated performance drop"
-    elif content.decision.fingerprint == "concept":
-        what = "realized performance drop (concept drift)"
-    else:
-        what = "no drift detected"
+        return f"drift in {', '.join(drifted)}"
+    if content.decision.fingerprint == "performance":
+        return "estimated performance drop"
+    if content.decision.fingerprint == "concept":
+        return "realized performance drop (concept drift)"
+    return "no drift detected"
+
+
+def alert_subject(content: AlertContent) -> str:
+    """One line: the kind of email, the dataset, the version and what happened."""
+    label = _KIND_LABEL[content.kind]
+    if content.kind == "alert" and content.decision.action == "retrain":
+        label = "RETRAIN"
     version = f" v{content.model_version}" if content.model_version else ""
-    subject = f"[mmops] {content.decision.action.upper()} {content.dataset}{version}: {what}"
+    outcome = ""
+    retrain = content.retrain
+    if content.kind == "retrain_result" and retrain is not None and retrain.version:
+        verdict = "promoted" if retrain.promoted else "not promoted"
+        outcome = f" -> v{retrain.version} {verdict}"
+    subject = f"[mmops] {label} {content.dataset}{version}{outcome}: {_what(content)}"
     return one_line(scrub_pii(subject), _SUBJECT_MAX)
+
+
+def _evidence_words(p_value: float) -> str:
+    if p_value < 1e-6:
+        return "very strong evidence"
+    if p_value < 1e-3:
+        return "strong evidence"
+    return "evidence"
+
+
+def _plain_test(test: str, score: float) -> str:
+    """A test's statistic in plain words, with its name and unit."""
+    if test == "ks":
+        return f"distributions differ by up to {abs(score):.0%} of rows (KS statistic {score:.2f})"
+    if test == "chi2":
+        return (
+            f"{abs(score):.0%} of rows would have to change category to match "
+            f"(total-variation distance {score:.2f})"
+        )
+    if test == "fisher":
+        return f"presence rate changed by {score:+.0%} points"
+    if test == "mmd":
+        return f"embedding distributions differ (MMD² {score:.3g}; 0 = identical)"
+    return f"{test} statistic {score:.3g}"
+
+
+def _drift_summary(content: AlertContent) -> list[str]:
+    lines = []
+    far = content.estimate.far_share_by_column if content.estimate is not None else {}
+    for m in _ordered_modalities(content.drift):
+        if not m.drifted:
+            continue
+        line = f"{m.modality}: {_evidence_words(m.p_value)} (p-value {_p(m.p_value)})"
+        strongest = next((c for c in m.top if c.p_value is not None), None)
+        if strongest is not None:
+            line += f"; {strongest.name}: {_plain_test(strongest.test, strongest.score)}"
+        lines.append(line)
+    shares = [f"{s:.0%} of the {c} rows" for c, s in far.items() if s >= 0.05]
+    if lines and shares:
+        lines.append(f"{', '.join(shares)} lie far from anything in the reference")
+    return lines or ["nothing drifted"]
 
 
 def _performance_lines(content: AlertContent) -> list[str]:
@@ -139,6 +241,13 @@ def _performance_lines(content: AlertContent) -> list[str]:
         if reference is not None:
             line += f" vs reference {reference:.3f} ({value - reference:+.3f})"
         lines.append(line)
+        if estimate.trusted:
+            lines.append(f"the estimate is {estimate.trust_line()}")
+        else:
+            lines.append(
+                f"the estimate is {estimate.trust_line()}; read the band's low end "
+                f"({low:.3f}), not the point value"
+            )
     elif reference is not None:
         lines.append(f"reference {content.metric} {reference:.3f} (no estimate)")
     lines.extend(content.realized)
@@ -150,6 +259,63 @@ def _performance_lines(content: AlertContent) -> list[str]:
             line += f" ({value - reference:+.3f})"
         lines.append(line)
     return lines
+
+
+def _action_line(content: AlertContent) -> str:
+    action = content.decision.action
+    retrain = content.retrain
+    if retrain is not None and retrain.flow_run:
+        return f"retraining started (Prefect flow run {retrain.flow_run})"
+    if retrain is not None and retrain.version:
+        if retrain.promoted:
+            return f"retrained: v{retrain.version} passed the gate and is champion now"
+        return f"retrained: v{retrain.version} did not pass the gate; v{content.model_version} stays champion"
+    if action == "retrain":
+        return "retraining was decided but not started here (act=false)"
+    if action == "alert":
+        return "alert only: nothing was changed"
+    return "none"
+
+
+def _next_steps(content: AlertContent) -> list[str]:
+    """What happens next on its own, and what the reader can do, with the commands."""
+    steps: list[str] = []
+    retrain, version = content.retrain, content.model_version
+    if retrain is not None and retrain.flow_run:
+        steps.append(
+            "Next: the train flow run trains, evaluates and puts the new version through "
+            "the promotion gate; check it with `mmops status`."
+        )
+    elif retrain is not None and retrain.version and retrain.promoted:
+        steps.append(
+            f"Next: v{retrain.version} scores from now on and the monitor judges the next "
+            f"window against v{retrain.version}'s reference."
+        )
+        steps.append(
+            f'If v{retrain.version} misbehaves: `mmops rollback --reason "..."` restores '
+            f"v{version}."
+        )
+    elif retrain is not None and retrain.version:
+        steps.append(
+            f"Next: v{version} keeps serving; v{retrain.version} stays `challenger`. Review "
+            "the gate's verdict on the version page in MLflow."
+        )
+        steps.append(
+            f'To promote it anyway: `mmops promote {retrain.version} --force --reason "..."` '
+            "(recorded in the alias history)."
+        )
+    elif content.decision.action == "alert":
+        steps.append(
+            "Next: the monitor re-checks every window; drift that persists with a performance "
+            "drop (estimated, untrusted on a drifted window, or realized) triggers a retrain "
+            "on its own (cooldown and daily cap apply)."
+        )
+        steps.append(
+            "If the change is expected and harmless, nothing is needed; if it is a broken "
+            "feed, fix the source before the next window."
+        )
+    steps.append("`mmops status` shows the champion, the challenger and the latest windows.")
+    return steps
 
 
 def _links(content: AlertContent) -> list[tuple[str, str]]:
@@ -188,38 +354,58 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     )
 
 
+def _significant(m: ModalityDrift) -> list:
+    """The drifted modality's tests worth listing: significant after the modality's
+    Bonferroni step, or components that are only reported (MMD tests them jointly)."""
+    if not m.drifted:
+        return []
+    return [
+        c
+        for c in m.top
+        if c.p_value is None or min(1.0, c.p_value * max(m.n_tests, 1)) <= m.threshold
+    ]
+
+
 def _context(content: AlertContent, attachment_note: str | None, sample_chars: int) -> dict:
     """What the templates show, already scrubbed and formatted (templates only lay out)."""
     columns = _sample_columns(content.sample_rows)
+    drift = content.drift
     return {
         "subject": alert_subject(content),
+        "kind": content.kind,
         "action": content.decision.action,
+        "action_line": scrub_pii(_action_line(content)),
         "model_version": content.model_version,
+        "summary_drift": [scrub_pii(line) for line in _drift_summary(content)],
+        "n_drifted": len(drift.drifted_modalities),
+        "n_modalities": len(drift.modalities),
+        "next_steps": [scrub_pii(line) for line in _next_steps(content)],
         "reasons": [scrub_pii(r) for r in content.decision.reasons],
-        "window": _window_line(content.drift),
+        "window": _window_line(drift),
         "modalities": [
             {
                 "name": m.modality,
                 "drifted": m.drifted,
-                "score": _fmt(m.score),
                 "p_value": _p(m.p_value),
-                "threshold": _fmt(m.threshold),
+                "threshold": f"{m.threshold:.3g}",
                 "n_tests": m.n_tests,
                 "n_window": m.n_window,
                 "n_reference": m.n_reference,
                 "top": [
                     {
                         "name": scrub_pii(c.name),
-                        "test": c.test,
-                        "score": _fmt(c.score),
-                        "p_value": _p(c.p_value),
+                        "statistic": scrub_pii(_plain_test(c.test, c.score)),
+                        "p_value": _p(c.p_value) if c.p_value is not None else "joint test",
                     }
-                    for c in m.top
+                    for c in _significant(m)
                 ],
             }
-            for m in _ordered_modalities(content.drift)
+            for m in _ordered_modalities(drift)
         ],
-        "performance": _performance_lines(content),
+        "performance": [scrub_pii(line) for line in _performance_lines(content)],
+        "explanations": [one_line(scrub_pii(e), 400) for e in content.explanations],
+        "episode": [scrub_pii(line) for line in content.episode],
+        "episode_retrains": [scrub_pii(line) for line in content.episode_retrains],
         "notes": [scrub_pii(n) for n in content.notes],
         "sample_columns": [scrub_pii(c) for c in columns],
         "sample_rows": [
@@ -233,6 +419,8 @@ def _context(content: AlertContent, attachment_note: str | None, sample_chars: i
             for row in content.sample_rows
         ],
         "links": _links(content),
+        "ui_hint": scrub_pii(content.ui_hint) if content.ui_hint else None,
+        "report_file": content.report_file,
         "attachment_note": attachment_note,
     }
 
@@ -252,7 +440,7 @@ def build_alert_email(
     *,
     sender: str,
     recipients: Sequence[str],
-    max_attachment_bytes: int = 10_000_000,
+    max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES,
     sample_chars: int = 200,
 ) -> EmailMessage:
     """Build the alert email of one window.
@@ -266,7 +454,8 @@ def build_alert_email(
         content: what the email reports.
         sender: the From address.
         recipients: the To addresses.
-        max_attachment_bytes: a larger report is not attached; the email says so.
+        max_attachment_bytes: a larger report is not attached (it is linked); the email
+            says so. The default keeps the whole email under 1 MB.
         sample_chars: sample values are cut to this many characters.
 
     Returns:
@@ -283,8 +472,15 @@ def build_alert_email(
     if content.report_path is not None:
         size = content.report_path.stat().st_size
         if size > max_attachment_bytes:
-            attachment_note = f"The drift report ({size / 1e6:.1f} MB) is too large to attach" + (
-                "; follow the drift report link." if content.report_url else "."
+            where = (
+                "; follow the drift report link"
+                if content.report_url
+                else f"; it is at {content.report_file}"
+                if content.report_file
+                else ""
+            )
+            attachment_note = (
+                f"The full drift report ({size / 1e6:.1f} MB) is too large to attach{where}."
             )
         else:
             report_bytes = content.report_path.read_bytes()
@@ -309,4 +505,12 @@ def build_alert_email(
     return message
 
 
-__all__ = ["AlertContent", "alert_subject", "build_alert_email", "render_alert"]
+__all__ = [
+    "DEFAULT_MAX_ATTACHMENT_BYTES",
+    "AlertContent",
+    "EmailKind",
+    "RetrainSummary",
+    "alert_subject",
+    "build_alert_email",
+    "render_alert",
+]

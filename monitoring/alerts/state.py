@@ -56,6 +56,9 @@ class AlertCheck(BaseModel):
 
     send: bool
     reason: str
+    reminder: bool = Field(
+        default=False, description="A repeat of an issue already mailed in this episode."
+    )
 
 
 def _require_aware(now: datetime) -> None:
@@ -100,7 +103,9 @@ def should_send(
     elapsed = now - state.last_sent_at
     if renotify_after is not None and elapsed >= renotify_after:
         return AlertCheck(
-            send=True, reason=f"{decision.fingerprint!r} still ongoing after {elapsed}"
+            send=True,
+            reason=f"{decision.fingerprint!r} still ongoing after {elapsed}",
+            reminder=True,
         )
     return AlertCheck(
         send=False, reason=f"{decision.fingerprint!r} already reported at {state.last_sent_at}"

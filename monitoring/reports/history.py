@@ -32,7 +32,8 @@ def drift_history_row(assessment: WindowAssessment) -> dict[str, Any]:
 
     Keys: ``window_start``, ``model_version``, ``p_<modality>`` per tested modality
     (adjusted p-value), ``threshold`` (the per-modality level, ``alpha / m``),
-    ``estimated_accuracy`` with ``estimated_accuracy_low`` / ``_high``, ``any_drift``,
+    ``estimated_accuracy`` with ``estimated_accuracy_low`` / ``_high``,
+    ``estimate_trusted``, ``any_drift``,
     ``drifted`` and ``action``. The window's realized performance is not known yet (its
     labels arrive later): :func:`upsert_history` fills it in from a later window.
     """
@@ -47,6 +48,7 @@ def drift_history_row(assessment: WindowAssessment) -> dict[str, Any]:
         row[f"{_P_PREFIX}{name}"] = result.p_value
     row["estimated_accuracy"] = estimate.expected_accuracy
     row["estimated_accuracy_low"], row["estimated_accuracy_high"] = estimate.accuracy_band
+    row["estimate_trusted"] = estimate.trusted
     row["any_drift"] = drift.any_drift
     row["drifted"] = ",".join(drift.drifted_modalities)
     row["action"] = assessment.decision.action
@@ -131,6 +133,7 @@ def history_from_runs(client: MlflowClient, experiment_name: str) -> pd.DataFram
             "estimated_accuracy": metrics.get("estimate.accuracy", math.nan),
             "estimated_accuracy_low": metrics.get("estimate.accuracy_low", math.nan),
             "estimated_accuracy_high": metrics.get("estimate.accuracy_high", math.nan),
+            "estimate_trusted": bool(metrics.get("estimate.trusted", 1.0)),
         }
         thresholds = []
         for key, value in metrics.items():
@@ -229,6 +232,18 @@ def plot_drift_history(
                 alpha=0.2,
                 label="estimate band",
             )
+        if "estimate_trusted" in frame:
+            untrusted = ~frame["estimate_trusted"].fillna(True).astype(bool).to_numpy()
+            if untrusted.any():
+                bottom.scatter(
+                    x[untrusted],
+                    estimated[untrusted],
+                    marker="x",
+                    s=60,
+                    color="black",
+                    zorder=4,
+                    label="estimate untrusted (shift too large)",
+                )
     if "realized_accuracy" in frame:
         realized = pd.to_numeric(frame["realized_accuracy"], errors="coerce")
         known = realized.notna()

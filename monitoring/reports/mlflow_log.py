@@ -36,6 +36,11 @@ class LoggedWindow(BaseModel):
             return None
         return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
+    def report_url(self, base: str | None) -> str | None:
+        """The run's artifacts tab, where the report lies under ``report/``."""
+        run = self.url(base)
+        return f"{run}/artifacts" if run else None
+
 
 def _window_metrics(assessment: WindowAssessment, report: WindowReport | None) -> dict[str, float]:
     drift, estimate = assessment.drift, assessment.estimate
@@ -57,6 +62,11 @@ def _window_metrics(assessment: WindowAssessment, report: WindowReport | None) -
         values["estimate.accuracy_low"], values["estimate.accuracy_high"] = estimate.accuracy_band
         values["estimate.macro_f1"] = estimate.expected_macro_f1
         values["estimate.macro_f1_low"], values["estimate.macro_f1_high"] = estimate.macro_f1_band
+        values["estimate.trusted"] = float(estimate.trusted)
+        values["estimate.domain_auc"] = estimate.domain_auc
+        values["estimate.far_share"] = estimate.far_share
+        for method, accuracy in estimate.accuracy_by_method.items():
+            values[f"estimate.accuracy.{method}"] = accuracy
     labelled = assessment.main_realized
     if labelled is not None:
         values["labelled.accuracy"] = labelled.performance.accuracy
@@ -179,7 +189,8 @@ def _description(assessment: WindowAssessment) -> str:
         "",
         f"Drifted: {', '.join(assessment.drift.drifted_modalities) or 'nothing'}.",
         f"Estimated {assessment.metric}: {assessment.estimate.value(assessment.metric):.3f} "
-        f"(reference {assessment.champion.performance:.3f}).",
+        f"(reference {assessment.champion.performance:.3f}); the estimate is "
+        f"{assessment.estimate.trust_line()}.",
         *(f"{line.capitalize()}." for line in assessment.realized_lines()),
         "",
         *(f"- {reason}" for reason in decision.reasons),

@@ -191,6 +191,14 @@ def _summary_facts(assessment: WindowAssessment) -> list[list[str]]:
     facts.append(
         ["estimated macro-F1", f"{estimate.expected_macro_f1:.4f} [{low:.4f}, {high:.4f}]"]
     )
+    facts.append(["estimate", estimate.trust_line()])
+    if estimate.accuracy_by_method:
+        facts.append(
+            [
+                "accuracy by estimator",
+                ", ".join(f"{m} {v:.3f}" for m, v in estimate.accuracy_by_method.items()),
+            ]
+        )
     facts.append([f"reference {assessment.metric}", f"{assessment.champion.performance:.4f}"])
     lines = assessment.realized_lines()
     facts += [["realized", line] for line in lines] or [["realized", "no labels have arrived"]]

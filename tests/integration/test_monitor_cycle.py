@@ -195,6 +195,22 @@ def test_smtp_down_on_a_retrain_day_retrains_once_and_the_outbox_is_resent(pipel
             )
         )
     assert any(b"RETRAIN" in m for m in inbox.received), inbox.received
+    # Issue 14: the retrain email is small, names the versions, links the run, says what next.
+    import email as email_lib
+    from email import policy as email_policy
+
+    mail = email_lib.message_from_bytes(
+        next(m for m in inbox.received if b"RETRAIN" in m), policy=email_policy.default
+    )
+    assert len(mail.as_bytes()) < 1_000_000
+    assert mail["Subject"].startswith("[mmops] RETRAINED petfood v1 -> v2 ")
+    body = mail.get_body(preferencelist=("plain",)).get_content()
+    assert "Model: v1" in body and "What happens next / what to do" in body
+    assert "mmops status" in body
+    assert (
+        "http://127.0.0.1:5000/#/experiments/" in body and "mlflow ui --backend-store-uri" in body
+    )
+    assert ("mmops rollback" in body) if outcome.retrain_promoted else ("--force" in body)
     assert not list(settings.outbox_dir.glob("*.eml"))
     assert len(list((settings.outbox_dir / "sent").glob("*.eml"))) == waiting
     json.loads((settings.state_dir / "policy_state.json").read_text())

@@ -281,6 +281,96 @@ def test_no_attachment_without_report_and_large_report_is_skipped(tmp_path: Path
     assert "too large to attach" in parts(message)[0]
 
 
+# Issue 14: one template per kind, a ten-second summary, next steps, small emails ----------
+
+
+def test_alert_summary_names_version_drift_in_plain_words_and_the_trust_signal():
+    shifted = estimate(0.79).model_copy(
+        update={
+            "trusted": False,
+            "trust_reasons": ["38% of rows are far from the reference embeddings"],
+            "far_share_by_column": {"text_col": 0.38},
+            "method": "distance_checked",
+        }
+    )
+    text, html = parts(build(estimate=shifted, model_version="3"))
+    for body in (text, html):
+        head = body[: body.index("What happens next")]
+        assert "v3" in head
+        assert "1 of 4 modalities drifted" in head
+        assert "text: strong evidence (p-value 1.2e-06)" in head
+        assert "38% of the text_col rows lie far from anything in the reference" in head
+        assert "distributions differ by up to 29% of rows (KS statistic 0.29)" in head
+        assert "UNTRUSTED (distance_checked)" in head and "low end (0.750)" in head
+        assert "mmops status" in body
+    # Quiet modalities list no tests; the drifted one lists only its significant ones.
+    assert "image_col:pc1" not in text and "tabular_col" not in text
+    assert "text_col:pc1: distributions differ" in text
+
+
+def test_retrain_result_email_says_what_the_gate_did_and_how_to_undo_it():
+    from monitoring.alerts import RetrainSummary
+
+    promoted = build(
+        kind="retrain_result",
+        decision=decision(action="retrain"),
+        model_version="1",
+        retrain=RetrainSummary(version="2", promoted=True, verdict="macro_f1 +0.04"),
+    )
+    assert promoted["Subject"] == "[mmops] RETRAINED reviews v1 -> v2 promoted: drift in text"
+    text, _ = parts(promoted)
+    assert "v2 passed the gate and is champion now" in text
+    assert "mmops rollback" in text
+    rejected = build(
+        kind="retrain_result",
+        decision=decision(action="retrain"),
+        model_version="1",
+        retrain=RetrainSummary(version="2", promoted=False),
+    )
+    assert "v2 not promoted" in rejected["Subject"]
+    text, _ = parts(rejected)
+    assert "v1 stays champion" in text and "mmops promote 2 --force" in text
+
+
+def test_retrain_started_and_reminder_kinds():
+    from monitoring.alerts import RetrainSummary
+
+    started = build(
+        kind="retrain_started",
+        decision=decision(action="retrain"),
+        retrain=RetrainSummary(flow_run="f-123"),
+    )
+    assert started["Subject"].startswith("[mmops] RETRAIN STARTED reviews")
+    assert "Prefect flow run f-123" in parts(started)[0]
+    reminder = build(
+        kind="reminder",
+        episode=["2026-06-29 00:00 (v1): alert, drift in text"],
+        episode_retrains=["the window of 2026-06-29 00:00 triggered a retrain of v1"],
+    )
+    assert reminder["Subject"].startswith("[mmops] REMINDER reviews")
+    text, html = parts(reminder)
+    for body in (text, html):
+        assert "Already done in this episode" in body and "triggered a retrain of v1" in body
+        assert "Earlier windows of this episode" in body
+
+
+def test_a_large_report_is_linked_not_attached_and_the_email_stays_under_1_mb(tmp_path: Path):
+    # Issue 14: the 4.3 MB report was attached to every email (5.8 MB each).
+    report = tmp_path / "report.html"
+    report.write_bytes(b"<html>" + b"x" * 4_300_000 + b"</html>")
+    message = build(
+        report_path=report,
+        report_file=str(report),
+        report_url="http://mlflow.local/#/experiments/1/runs/abc/artifacts",
+        mlflow_run_url="http://mlflow.local/#/experiments/1/runs/abc",
+    )
+    assert len(message.as_bytes()) < 1_000_000
+    assert list(message.iter_attachments()) == []
+    text, _ = parts(message)
+    assert "too large to attach; follow the drift report link" in text
+    assert "http://mlflow.local/#/experiments/1/runs/abc/artifacts" in text
+
+
 def test_recipients_required():
     with pytest.raises(ValueError, match="recipient"):
         build_alert_email(content(), sender="mmops@example.org", recipients=[])

@@ -235,3 +235,47 @@ def test_reference_after_a_drift_retrain_uses_the_rows_after_the_shift():
     assert "after the shift" in note
     rows, note = select_reference_rows(held_out, "ts", since, min_rows=10_000)
     assert len(rows) == 600 and "fewer than 10000" in note
+
+
+def test_assessment_uses_the_configured_estimator_with_its_trust_signal():
+    # Issue 13: CBPE believes the confidently wrong new camera; the shipped default
+    # (distance_checked) moves towards the realized value and says it is untrusted.
+    from monitoring.estimators import EstimatorConfig, fit_estimator_reference
+    from tests.unit.monitoring.toy_world import (
+        DRIFT,
+        realized,
+        toy_config,
+        toy_frame,
+        toy_reference,
+    )
+
+    config = toy_config()
+    frame = toy_frame(2000, seed=1)
+    drift_reference = toy_reference(frame)
+    estimator = EstimatorConfig(n_simulations=100)
+    fitted = fit_estimator_reference(frame, drift_reference, estimator)
+    window = toy_frame(800, seed=3, share_b=0.0, share_new=0.4)
+    common = dict(
+        dataset=config,
+        window=window,
+        window_start=D0,
+        window_end=D0 + DAY,
+        champion=champion(performance=realized(frame)),
+        drift_reference=drift_reference,
+        state=PolicyState(),
+        policy=PolicyConfig(metric="accuracy"),
+        drift_config=DRIFT,
+        now=D0 + DAY,
+    )
+    checked = assess_window(**common, estimator_reference=fitted, estimator=estimator)
+    cbpe = assess_window(**common)  # no labelled reference: CBPE, flagged as such
+    truth = realized(window)
+    assert checked.estimate.method == "distance_checked"
+    assert not checked.estimate.trusted
+    assert abs(checked.estimate.expected_accuracy - truth) < abs(
+        cbpe.estimate.expected_accuracy - truth
+    )
+    assert cbpe.estimate.method == "cbpe" and not cbpe.estimate.trusted
+    assert "no labelled reference" in cbpe.estimate.trust_reasons[0]
+    assert "image" in checked.drift.drifted_modalities
+    assert any("untrusted" in r for r in checked.decision.reasons)

@@ -79,3 +79,44 @@ def test_render_image_grid_writes_a_png(tmp_path):
         render_image_grid([], tmp_path / "empty.png")
     with pytest.raises(ValueError):
         render_image_grid(images, tmp_path / "bad.png", captions=["one"])
+
+
+def test_explanation_renders_as_email_lines_and_a_self_contained_page(drift_reference, tmp_path):
+    from monitoring.reports.explanation import (
+        RawExamples,
+        explanation_lines,
+        write_explanation_page,
+    )
+
+    window = toy_frame(300, seed=5, share_new=0.3)
+    window["x"] = window["x"] + 2.0  # and a tabular shift
+    explanation = explain_drift(drift_reference, window, ExplainConfig(top_rows=6))
+    new_rows = window[window["region"] == "new"]["id"].astype(str)
+    raw = RawExamples(
+        images={e: {"photo": np.full((8, 8, 3), 200, dtype=np.uint8)} for e in new_rows}
+    )
+    lines = explanation_lines(explanation, raw)
+    camera = next(line for line in lines if line.startswith("photo (image)"))
+    assert "of the window but" in camera and "thumbnails" in camera
+    assert any(line.startswith("x: median") and "KS distance" in line for line in lines)
+    page = write_explanation_page(explanation, tmp_path, raw)
+    text = page.read_text()
+    assert page.name == "drift_examples.html"
+    assert "data:image/png;base64," in text  # the thumbnails are inline, the page travels
+    assert "<script" not in text
+
+
+def test_explanation_text_snippets_are_scrubbed_and_escaped(drift_reference, tmp_path):
+    from monitoring.reports.explanation import RawExamples, write_explanation_page
+
+    window = toy_frame(300, seed=5, share_new=0.3)
+    explanation = explain_drift(drift_reference, window, ExplainConfig(top_rows=6))
+    hostile = "<script>x()</script> mail jane@example.com"
+    entity = explanation.embeddings["photo"].top_rows[0].entity
+    # A text column of the same name as the embedding's source, to exercise snippets.
+    raw = RawExamples(texts={entity: {"photo": hostile}})
+    item = explanation.embeddings["photo"].model_copy(update={"kind": "text"})
+    explanation = explanation.model_copy(update={"embeddings": {"photo": item}})
+    text = write_explanation_page(explanation, tmp_path, raw).read_text()
+    assert "<script>" not in text and "jane@example.com" not in text
+    assert "&lt;script&gt;" in text and "[EMAIL]" in text

@@ -98,6 +98,38 @@ def test_persistence_is_k_of_n_not_consecutive():
     assert [d.action for d in run(windows, config)] == ["alert", "alert", "retrain"]
 
 
+def untrusted(f1: float, low: float) -> PerformanceEstimate:
+    """An estimate that looks fine but cannot be trusted: its band reaches ``low``."""
+    return estimate(f1).model_copy(
+        update={
+            "macro_f1_band": (low, f1 + 0.03),
+            "trusted": False,
+            "trust_reasons": ["40% of rows are far from the reference embeddings"],
+        }
+    )
+
+
+def test_untrusted_estimate_on_persistent_drift_is_a_possible_drop_and_retrains():
+    # Issue 13: the new camera left the estimate at 0.79 (reference 0.80) while realized
+    # accuracy fell; an untrusted estimate on a drifted window must not read as "no drop".
+    decisions = run([(drift_result({"image"}), untrusted(0.79, low=0.60))] * 2)
+    assert [d.action for d in decisions] == ["alert", "retrain"]
+    assert "untrusted" in " ".join(decisions[-1].reasons)
+    assert "far from the reference" in " ".join(decisions[-1].reasons)
+    assert decisions[-1].state.history[-1].estimated_drop
+
+
+def test_untrusted_estimate_whose_band_stays_high_is_no_drop():
+    decisions = run([(drift_result({"image"}), untrusted(0.79, low=0.77))] * 2)
+    assert [d.action for d in decisions] == ["alert", "alert"]
+    assert "without a performance drop" in " ".join(decisions[-1].reasons)
+
+
+def test_untrusted_estimate_without_drift_is_not_an_alarm():
+    (decision,) = run([(drift_result(), untrusted(0.79, low=0.60))])
+    assert decision.action == "none"
+
+
 def test_persistent_drift_without_a_drop_alerts():
     decisions = run([(drift_result({"tabular"}), estimate(0.79))] * 3)
     assert [d.action for d in decisions] == ["alert"] * 3
