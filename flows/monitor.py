@@ -4,13 +4,16 @@ A table of contents: each task is a thin adapter around one plain function of
 ``monitoring/``. The order is the reliability contract:
 
 1. re-send what earlier runs left in the outbox;
-2. assess the window (drift, estimate, realized performance of the labelled window,
-   decision) without writing anything;
-3. report it (Evidently HTML, the window's MLflow run, replaced on a re-run);
+2. assess the window (drift, the label-free estimate with its trust signal, realized
+   performance of the labelled window, decision) without writing anything;
+3. explain a drifted window (the rows, regions and columns that drive the drift), then
+   report it (Evidently HTML with the explanation page beside it, the window's MLflow
+   run, replaced on a re-run);
 4. act (a retrain request, idempotent by the window's key) *before* recording that it
    happened;
 5. record the policy state and the drift history;
-6. mail it; a failed email is kept in the outbox and never cancels the action.
+6. mail it (one template per kind: alert, retrain started, retrain result, reminder); a
+   failed email is kept in the outbox and never cancels the action.
 
 Re-monitoring a window already decided for the same model version replays the recorded
 decision: no state changes, no second retrain, no second email.
@@ -406,8 +409,10 @@ def report(
     window: pd.DataFrame,
     assessment: WindowAssessment,
     build_html: bool,
+    explained: WindowExplanation | None = None,
 ) -> tuple[WindowReport | None, LoggedWindow]:
     """The Evidently report and the window's MLflow run (replacing an earlier one)."""
+    explained = explained or WindowExplanation()
     built = None
     if build_html:
         built = build_window_report(
@@ -418,6 +423,7 @@ def report(
             report_directory(runtime.settings.data_dir, assessment.window_start),
             drift_reference=champion.drift_reference,
             seed=runtime.settings.seed,
+            explanations=explained.lines,
         )
     logged = log_window_report(
         runtime.settings.tracking_uri,
@@ -427,6 +433,10 @@ def report(
         tags={"mmops.flow_run": str(flow_run.get_id() or "")},
         artifact_location=runtime.artifact_location,
     )
+    if explained.page is not None:
+        connect(runtime.settings.tracking_uri).log_artifact(
+            logged.run_id, str(explained.page), "report"
+        )
     return built, logged
 
 
@@ -471,6 +481,15 @@ def _raw_examples(
     return RawExamples(texts=texts, images=images)
 
 
+class WindowExplanation(BaseModel):
+    """What drives a window's drift: email lines and the page beside the report."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lines: list[str] = Field(default_factory=list)
+    page: Path | None = None
+
+
 @task(cache_policy=NO_CACHE)
 def explain(
     runtime: Runtime,
@@ -478,13 +497,12 @@ def explain(
     champion: ChampionReference,
     window: pd.DataFrame,
     assessment: WindowAssessment,
-    logged: LoggedWindow,
-) -> list[str]:
-    """What drives a drifted window's drift: a page logged beside the report, and
-    lines for the email. Never fails the run (an explanation is a courtesy)."""
+) -> WindowExplanation:
+    """What drives a drifted window's drift (rows, regions, columns). Never fails the run:
+    an explanation is a courtesy, the decision does not depend on it."""
     drifted = set(assessment.drift.drifted_modalities)
     if not params.explain or not drifted:
-        return []
+        return WindowExplanation()
     config = runtime.config
     columns = [c for c in config.text_columns if "text" in drifted] + [
         c for c in config.image_columns if "image" in drifted
@@ -499,16 +517,17 @@ def explain(
         raw = _raw_examples(
             runtime, params, explanation, assessment.window_start, assessment.window_end
         )
-        page = write_explanation_page(
-            explanation,
-            report_directory(runtime.settings.data_dir, assessment.window_start),
-            raw,
-        )
-        connect(runtime.settings.tracking_uri).log_artifact(logged.run_id, str(page), "report")
-        return explanation_lines(explanation, raw)
-    except Exception as error:  # noqa: BLE001 - reported in the log; the alert still goes out
+        page = None
+        if params.report:
+            page = write_explanation_page(
+                explanation,
+                report_directory(runtime.settings.data_dir, assessment.window_start),
+                raw,
+            )
+        return WindowExplanation(lines=explanation_lines(explanation, raw), page=page)
+    except Exception as error:  # noqa: BLE001 - logged; the alert still goes out
         get_run_logger().warning("drift explanation failed: %s", error)
-        return []
+        return WindowExplanation()
 
 
 def _episode_start(assessment: WindowAssessment) -> datetime | None:
@@ -766,12 +785,12 @@ def monitor_flow(params: MonitorParams | None = None) -> MonitorOutcome:
     state = load_policy_state(runtime)
     bounds = (start, end, start - lag, end - lag)
     assessment = assess(runtime, champion, window, labelled, references, state, params, bounds, now)
-    built, logged = report(runtime, champion, window, assessment, params.report)
-    explanations = explain(runtime, params, champion, window, assessment, logged)
+    explained = explain(runtime, params, champion, window, assessment)
+    built, logged = report(runtime, champion, window, assessment, params.report, explained)
     retrain = act(runtime, params, assessment)
     record_policy(runtime, assessment)
     record_history(runtime, assessment, logged)
-    email = alert(runtime, assessment, built, logged, retrain, params, explanations)
+    email = alert(runtime, assessment, built, logged, retrain, params, explained.lines)
     result = _outcome(assessment, email, logged, built, retrain)
     extra = [f"Email: {email}"] + ([retrain.note()] if retrain else [])
     create_markdown_artifact(

@@ -197,6 +197,11 @@ class Decision(BaseModel):
     )
 
 
+def p_text(p_value: float) -> str:
+    """A p-value as text; one below float precision reads '< 1e-16', never '0'."""
+    return "< 1e-16" if p_value < 1e-16 else f"{p_value:.2g}"
+
+
 def _fingerprint(drifted: list[str], estimated_drop: bool, realized_drop: bool) -> str:
     if drifted:
         return "+".join(sorted(drifted))
@@ -293,7 +298,7 @@ def decide(
     for modality in drifted:
         drift = result.modalities[modality]
         reasons.append(
-            f"{modality} drifted (p={drift.p_value:.2g} <= {drift.threshold:.2g}; "
+            f"{modality} drifted (p-value {p_text(drift.p_value)} <= {drift.threshold:.3g}; "
             f"top: {', '.join(t.name for t in drift.top[:3])})"
         )
     reasons.extend(estimate_check.reasons)

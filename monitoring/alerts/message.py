@@ -31,7 +31,7 @@ from monitoring.alerts.pii import one_line, scrub_pii
 from monitoring.alerts.smtp import message_domain
 from monitoring.drift import DriftResult, ModalityDrift
 from monitoring.estimate import Metric, PerformanceEstimate
-from monitoring.policy import Decision
+from monitoring.policy import Decision, p_text
 
 if TYPE_CHECKING:
     import jinja2
@@ -152,9 +152,7 @@ class AlertContent(BaseModel):
 
 
 def _p(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"< {1e-16:g}" if value < 1e-16 else f"{value:.2g}"
+    return "n/a" if value is None else p_text(value)
 
 
 def _ordered_modalities(drift: DriftResult) -> list[ModalityDrift]:

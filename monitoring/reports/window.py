@@ -218,6 +218,7 @@ def build_window_report(
     max_reference_rows: int = 5_000,
     embedding_components: int = 2,
     seed: int = 0,
+    explanations: list[str] | None = None,
 ) -> WindowReport:
     """Build, for one window, the Evidently report and write it with our drift result.
 
@@ -237,6 +238,9 @@ def build_window_report(
         max_reference_rows: reference rows given to Evidently at most.
         embedding_components: PCA components shown per embedding column.
         seed: seeds the reference subsample.
+        explanations: what drives the drift, one line each
+            (``monitoring.reports.explanation.explanation_lines``); shown in the summary,
+            with the full page ``drift_examples.html`` beside the report.
 
     Returns:
         The paths written, row counts and the wall time taken.
@@ -304,7 +308,8 @@ def build_window_report(
             action=action,
             fingerprint=fingerprint,
             reasons=list(reasons),
-            facts=_summary_facts(assessment),
+            facts=_summary_facts(assessment)
+            + [["what drives the drift", line] for line in explanations or []],
             n_drifted=len(drift.drifted_modalities),
         )
     )

@@ -4,6 +4,7 @@ replaced only when better, accuracy after retraining above accuracy under drift.
 from __future__ import annotations
 
 import email
+import email.policy
 import socket
 
 import pytest
@@ -94,3 +95,23 @@ def test_benign_demo_flags_benign_drift_from_the_onset_day(tmp_path, monkeypatch
     assert after["drifted"].str.contains("benign").all(), table
     assert not table.loc[table["day"] < params.onset_day, "drifted"].str.contains("benign").any()
     assert (after["action"] != "retrain").all()
+    # Issue 13: what drives the drift is in the email and beside the report in MLflow.
+    from flows.runtime import get_runtime
+    from training.registry import connect
+
+    mails = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in sorted((tmp_path / "mailbox").glob("*.eml"))
+    ]
+    assert mails, "no alert reached the mailbox"
+    body = mails[0].get_body(preferencelist=("plain",)).get_content()
+    assert "What drives the drift" in body and "KS distance" in body, body
+    assert len(mails[0].as_bytes()) < 1_000_000
+    client = connect(get_runtime().settings.tracking_uri)
+    experiment = client.get_experiment_by_name("petfood-monitoring")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`decision.action` = 'alert'"
+    )
+    assert runs
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "report")}
+    assert "report/drift_examples.html" in logged, logged
