@@ -455,6 +455,9 @@ def test_renotify_after_interval():
     sent, state = run_alerts([decision() for _ in range(8)], renotify_after=timedelta(hours=3))
     assert sent == [True, False, False, True, False, False, True, False]
     assert state.first_sent_at == T0 and state.emails == 3
+    # A repeat is marked as a reminder (its email says so); a new issue is not.
+    assert should_send(decision(), state, T0 + timedelta(hours=12), timedelta(hours=3)).reminder
+    assert not should_send(decision(), AlertState(), T0).reminder
 
 
 def test_never_renotify_when_interval_is_none():
