@@ -391,7 +391,7 @@ def simulate_drift(
 
 @app.command()
 def status() -> None:
-    """Current champion, the last drift decision and the next scheduled runs."""
+    """Champion and challenger, the latest drift decisions and the next scheduled runs."""
     runtime, client, name = _registry()
     from training.registry import alias_history, current_champion
 
@@ -399,6 +399,10 @@ def status() -> None:
     out: dict[str, object] = {"registered_model": name}
     try:
         out["champion"] = current_champion(client, name)
+        try:
+            out["challenger"] = client.get_model_version_by_alias(name, "challenger").version
+        except Exception:  # no challenger: the alias is not set
+            out["challenger"] = None
         history = alias_history(client, name)
         out["last_alias_move"] = history[-1].model_dump(mode="json") if history else None
     except Exception as error:  # no model registered yet
@@ -408,8 +412,13 @@ def status() -> None:
     if state.exists():
         records = json.loads(state.read_text()).get("history", [])
         out["last_decision"] = records[-1] if records else None
+        out["latest_windows"] = [
+            {k: r.get(k) for k in ("window_start", "model_version", "action", "drifted")}
+            for r in records[-5:]
+        ]
     else:
         out["last_decision"] = None
+        out["latest_windows"] = []
     out["next_runs"] = _next_runs()
     typer.echo(json.dumps(out, indent=2, default=str))
 

@@ -268,3 +268,19 @@ def test_corrupt_state_files_are_moved_aside_and_rebuilt(pipeline):
 
     history = pd.read_parquet(settings.state_dir / "drift_history.parquet")
     assert len(history) >= 4
+
+
+def test_status_names_champion_challenger_and_the_latest_windows(pipeline):
+    # The alert emails point the reader at `mmops status` for exactly these facts.
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["champion"] is not None and "challenger" in out
+    assert out["latest_windows"], out
+    assert {"window_start", "model_version", "action"} <= set(out["latest_windows"][-1])
