@@ -79,6 +79,8 @@ MODEL_ARTIFACT_PATH = "model"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 MAX_TAG_CHARS = 5000
 NOTE_TAG = "mlflow.note.content"
+KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 HISTORY_ARTIFACT = "registry/alias_history.csv"
 LOGGED_MODEL_TYPE = "mmops-fusion"
 Trigger = Literal["scheduled", "drift", "manual"]
@@ -227,6 +229,9 @@ def ensure_experiment(
 ) -> str:
     """The id of experiment ``name``, created (with ``artifact_location``) if missing.
 
+    The experiment is marked a model-training one (tag ``mlflow.experimentKind``) unless
+    it says otherwise: MLflow 3's UI otherwise guesses, and may show its GenAI views.
+
     Args:
         description: markdown shown at the top of the experiment's page (the tag
             ``mlflow.note.content``); set when it differs from the current one.
@@ -248,9 +253,12 @@ def ensure_experiment(
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
             experiment_id = client.get_experiment_by_name(name).experiment_id
+    wanted = {KIND_TAG: MODEL_TRAINING_KIND} if found is None or KIND_TAG not in found.tags else {}
     if description is not None and description != current:
+        wanted[NOTE_TAG] = description
+    for key, value in wanted.items():
         call_with_retry(
-            lambda: client.set_experiment_tag(experiment_id, NOTE_TAG, description),
+            lambda k=key, v=value: client.set_experiment_tag(experiment_id, k, v),
             retry,
             "describe experiment",
         )
@@ -686,7 +694,8 @@ def alias_history_frame(events: list[AliasEvent]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "at_utc": e.at,
+                # "2026-06-01 12:00:00", not ISO 8601: MLflow's CSV preview blanks the latter
+                "when_utc": e.at.replace("T", " ").removesuffix("+00:00"),
                 "alias": e.alias,
                 "action": e.action,
                 "version": f"v{e.version}",
@@ -696,7 +705,7 @@ def alias_history_frame(events: list[AliasEvent]) -> pd.DataFrame:
             }
             for e in events
         ],
-        columns=["at_utc", "alias", "action", "version", "previous", "reason"]
+        columns=["when_utc", "alias", "action", "version", "previous", "reason"]
         if not events
         else None,
     )

@@ -150,9 +150,9 @@ def test_runs_and_experiment_carry_descriptions_and_warnings(mlflow_env):
     assert good.startswith("**Scheduled training**") and "| majority baseline |" in good
     assert "Warning" not in good and "| without photo |" in good
     experiment = ensure_experiment(client, "synth-training", description="Training runs of synth.")
-    assert client.get_experiment(experiment).tags["mlflow.note.content"] == (
-        "Training runs of synth."
-    )
+    tags = client.get_experiment(experiment).tags
+    assert tags["mlflow.note.content"] == "Training runs of synth."
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI views
 
 
 def test_pyfunc_loads_and_predicts_probabilities_summing_to_one(mlflow_env):
