@@ -1,6 +1,6 @@
 # mmops: two commands after cloning.
 #   make demo   set up (venv + every dependency) and run the end-to-end demo on embedded defaults
-#   make test   set up and run the test suite
+#   make test   set up and run the test suite (the browser tests excepted: make test-browser)
 # Both are idempotent: the venv is rebuilt only when pyproject.toml changes.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint bench services clean-data
+.PHONY: setup demo test test-fast test-browser review-screenshots browser-deps lint bench services clean-data
 
 setup: $(STAMP)
 
@@ -34,7 +34,18 @@ services:
 	bash scripts/ensure_services.sh
 
 test: setup services
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not browser"
+
+# Headless Chromium against `mlflow server` and the Evidently report (about 2.5 min:
+# kept out of `make test`). review-screenshots also writes the pages to docs/review/.
+browser-deps:
+	bash scripts/ensure_chromium.sh
+
+test-browser: setup browser-deps
+	$(BIN)/python -m pytest -q -m browser
+
+review-screenshots: setup browser-deps
+	MMOPS_REVIEW_SCREENSHOTS=$(CURDIR)/docs/review $(BIN)/python -m pytest -q -m browser
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -334,7 +334,8 @@ def ingest_rows(
     show_progress: bool = False,
 ) -> dict:
     """Raw gate -> embed the passing rows -> feature gate. Returns the passing raw rows,
-    their feature frame, and the quarantine counts, reasons and folders.
+    their feature frame, the quarantine counts, reasons and folders, and the gates'
+    offline summary pages (``validation_pages``, when ``paths.gx_dir`` is set).
 
     Raises:
         DataQualityError: a gate quarantined the whole batch.
@@ -349,6 +350,7 @@ def ingest_rows(
         batch_name=f"{name}-raw",
     )
     good = raw_gate.passed
+    pages = [raw_gate.result.summary_page] if raw_gate.result.summary_page else []
     reasons = dict(raw_gate.reasons)
     quarantined = raw_gate.n_quarantined
     folders = [raw_gate.result.quarantine_path] if raw_gate.result.quarantine_path else []
@@ -359,6 +361,7 @@ def ingest_rows(
             "quarantined": quarantined,
             "reasons": reasons,
             "paths": folders,
+            "validation_pages": pages,
         }
     features = embed_frame(
         good, config, encoders, cache_dir=paths.embedding_cache_dir, show_progress=show_progress
@@ -381,12 +384,15 @@ def ingest_rows(
             reasons[reason] = reasons.get(reason, 0) + count
         quarantined += feature_gate.n_quarantined
         folders.append(str(feature_gate.result.quarantine_path))
+    if feature_gate.result.summary_page:
+        pages.append(feature_gate.result.summary_page)
     return {
         "raw": good,
         "features": feature_gate.passed,
         "quarantined": quarantined,
         "reasons": reasons,
         "paths": folders,
+        "validation_pages": pages,
     }
 
 

@@ -53,6 +53,7 @@ from features.encoders import (
     resolve_image_path,
 )
 from features.schema import DatasetConfig, ImageColumn
+from features.validation_page import CheckOutcome, write_batch_page
 
 NORM_BOUNDS = (0.9, 1.1)
 """Accepted L2 norm of a present embedding (encoders L2-normalise)."""
@@ -95,6 +96,14 @@ class ValidationResult(BaseModel):
     failures: list[ValidationFailure] = Field(default_factory=list)
     quarantine_path: str | None = Field(default=None, description="Folder of the kept batch.")
     data_docs_path: str | None = Field(default=None, description="Data Docs index.html.")
+    batch: str | None = Field(
+        default=None, description="The batch's name (dataset and window): the GX run name."
+    )
+    summary_page: str | None = Field(
+        default=None,
+        description="The batch's self-contained HTML page (renders offline, unlike Data Docs).",
+    )
+    result_json: str | None = Field(default=None, description="GX's validation result (JSON).")
     n_quarantined: int = Field(
         default=0, description="Rows set aside with their reasons (row-level quarantine)."
     )
@@ -121,6 +130,8 @@ class ValidationResult(BaseModel):
                 lines.append(f"      sample: {failure.sample}")
         if self.quarantine_path:
             lines.append(f"batch quarantined in {self.quarantine_path}")
+        if self.summary_page:
+            lines.append(f"summary page: {self.summary_page}")
         if self.data_docs_path:
             lines.append(f"data docs: {self.data_docs_path}")
         return "\n".join(lines)
@@ -937,14 +948,15 @@ def _run(
     build_suite: Callable[[set[str]], Any],
     build_frame: Callable[[set[str]], pd.DataFrame],
     context_dir: Path | None,
+    batch_name: str | None = None,
 ) -> ValidationResult:
     failures, skipped = _precheck(frame, roles, required)
-    docs_path = None
+    files: dict[str, str | None] = {}
     if len(frame) > 0:
         suite = build_suite(skipped)
         check_frame = build_frame(skipped)
-        gx_failures, docs_path = _run_gx(
-            suite, config, check_frame, frame.reset_index(drop=True), context_dir
+        gx_failures, files = _run_gx(
+            suite, config, check_frame, frame.reset_index(drop=True), context_dir, batch_name
         )
         failures.extend(gx_failures)
     return ValidationResult(
@@ -952,7 +964,8 @@ def _run(
         success=not failures,
         n_rows=len(frame),
         failures=failures,
-        data_docs_path=docs_path,
+        batch=batch_name,
+        **files,
     )
 
 
@@ -962,13 +975,19 @@ def _run_gx(
     check_frame: pd.DataFrame,
     source: pd.DataFrame,
     context_dir: Path | None,
-) -> tuple[list[ValidationFailure], str | None]:
+    batch_name: str | None = None,
+) -> tuple[list[ValidationFailure], dict[str, str | None]]:
+    """Run ``suite``; with ``context_dir``, keep the result under the run name
+    ``batch_name`` (not GX's ``__none__``), rebuild Data Docs and write the batch's
+    offline page. Returns the failures and the paths of what was written."""
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
 
     suite_name = suite.name
     # COMPLETE: every offending row's position, for row-level quarantine
     result_format = {"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_SIZE}
-    docs_path = None
+    files: dict[str, str | None] = {}
+    run_time = datetime.now(UTC)
     with _GX_LOCK:
         context = _context(context_dir)
         batch_definition = _batch_definition(context, f"mmops_{config.name}", suite_name)
@@ -983,12 +1002,41 @@ def _run_gx(
                 gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
             )
             outcome = definition.run(
-                batch_parameters={"dataframe": check_frame}, result_format=result_format
+                batch_parameters={"dataframe": check_frame},
+                result_format=result_format,
+                run_id=RunIdentifier(run_name=batch_name or suite_name, run_time=run_time),
             )
             context.build_data_docs()
             urls = context.get_docs_sites_urls()
             if urls and urls[0].get("site_url"):
-                docs_path = str(urls[0]["site_url"]).removeprefix("file://")
+                files["data_docs_path"] = str(urls[0]["site_url"]).removeprefix("file://")
+            stored = sorted(
+                Path(context.root_directory).glob(
+                    f"uncommitted/validations/{suite_name}/"
+                    f"{_run_dir(batch_name or suite_name)}/*/*.json"
+                )
+            )
+            files["result_json"] = str(stored[-1]) if stored else None
+            checks = [
+                CheckOutcome(
+                    expectation=r.expectation_config.type,
+                    column=r.expectation_config.meta["column"],
+                    problem=r.expectation_config.meta["problem"],
+                    success=bool(r.success),
+                    unexpected_count=int((r.result or {}).get("unexpected_count") or 0),
+                )
+                for r in sorted(outcome.results, key=lambda r: r.expectation_config.meta["order"])
+            ]
+            files["summary_page"] = str(
+                write_batch_page(
+                    Path(context_dir),
+                    batch_name or suite_name,
+                    suite_name,
+                    run_time.isoformat(timespec="seconds"),
+                    len(check_frame),
+                    checks,
+                )
+            )
     failures: list[ValidationFailure] = []
     n = len(check_frame)
     key = config.entity_key
@@ -1024,7 +1072,12 @@ def _run_gx(
                 rows=rows,
             )
         )
-    return failures, docs_path
+    return failures, files
+
+
+def _run_dir(run_name: str) -> str:
+    """The folder GX's file store gives a run name (its key escapes path characters)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "*" for ch in run_name)
 
 
 def _entity_role(config: DatasetConfig) -> str:
@@ -1051,6 +1104,7 @@ def validate_raw(
     *,
     now: datetime | None = None,
     context_dir: Path | None = None,
+    batch_name: str | None = None,
 ) -> ValidationResult:
     """Validate raw rows against the raw suite derived from ``config``.
 
@@ -1059,7 +1113,9 @@ def validate_raw(
         config: the dataset declaration.
         now: timestamps after it are failures (default: the current UTC time).
         context_dir: a folder for a GX file context (suite, results and Data Docs are
-            kept there); None runs on an ephemeral context.
+            kept there, with an offline page per batch under ``summaries/``); None runs
+            on an ephemeral context.
+        batch_name: the batch's name (dataset and window): the validation's run name.
 
     Returns:
         The typed result; it never raises for bad data (see ``check_batch``).
@@ -1077,11 +1133,16 @@ def validate_raw(
         build_suite=lambda skipped: build_raw_suite(config, now=now, skipped=skipped),
         build_frame=lambda skipped: _raw_check_frame(frame, config, skipped),
         context_dir=context_dir,
+        batch_name=batch_name,
     )
 
 
 def validate_features(
-    frame: pd.DataFrame, config: DatasetConfig, *, context_dir: Path | None = None
+    frame: pd.DataFrame,
+    config: DatasetConfig,
+    *,
+    context_dir: Path | None = None,
+    batch_name: str | None = None,
 ) -> ValidationResult:
     """Validate an embedded feature frame against the feature suite derived from ``config``.
 
@@ -1111,6 +1172,7 @@ def validate_features(
         build_suite=lambda skipped: build_feature_suite(config, skipped=skipped),
         build_frame=lambda skipped: _feature_check_frame(frame, config, skipped),
         context_dir=context_dir,
+        batch_name=batch_name,
     )
 
 
@@ -1187,9 +1249,11 @@ def check_batch(
         DataQualityError: the batch failed; ``.result`` holds the failures.
     """
     if kind == "raw":
-        result = validate_raw(frame, config, now=now, context_dir=context_dir)
+        result = validate_raw(
+            frame, config, now=now, context_dir=context_dir, batch_name=batch_name
+        )
     elif kind == "features":
-        result = validate_features(frame, config, context_dir=context_dir)
+        result = validate_features(frame, config, context_dir=context_dir, batch_name=batch_name)
     else:
         raise ValueError(f"kind must be 'raw' or 'features', got {kind!r}")
     if result.success:
@@ -1250,9 +1314,11 @@ def gate_rows(
     """
     bound = config.max_bad_row_share if max_bad_share is None else max_bad_share
     if kind == "raw":
-        result = validate_raw(frame, config, now=now, context_dir=context_dir)
+        result = validate_raw(
+            frame, config, now=now, context_dir=context_dir, batch_name=batch_name
+        )
     elif kind == "features":
-        result = validate_features(frame, config, context_dir=context_dir)
+        result = validate_features(frame, config, context_dir=context_dir, batch_name=batch_name)
     else:
         raise ValueError(f"kind must be 'raw' or 'features', got {kind!r}")
     frame = frame.reset_index(drop=True)

@@ -121,7 +121,10 @@ def ingest_flow(params: IngestParams) -> IngestResult:
     if "error" in outcome:  # raised once, here: Prefect logs its summary once
         error = outcome["error"]
         error.rows_in = len(raw)
+        if error.result.summary_page:
+            _publish_validation(batch, [error.result.summary_page])
         raise error
+    _publish_validation(batch, outcome.get("validation_pages", []))
     features, good = outcome["features"], outcome["raw"]
     if outcome["quarantined"]:
         logger.warning(
@@ -160,3 +163,23 @@ def ingest_flow(params: IngestParams) -> IngestResult:
         ),
     )
     return result
+
+
+def _publish_validation(batch: str, pages: list[str]) -> None:
+    """The gates' offline summary pages as a Prefect artifact of the ingest run (Prefect
+    renders markdown, not HTML files, so the artifact links the pages and the index)."""
+    if not pages:
+        return
+    index = Path(pages[0]).parent / "index.html"
+    create_markdown_artifact(
+        key="ingest-validation",
+        markdown="\n".join(
+            [
+                f"### Data-quality gate of {batch}",
+                "",
+                *(f"- [{Path(p).stem}]({Path(p).resolve().as_uri()})" for p in pages),
+                f"- [every validated batch]({index.resolve().as_uri()})",
+            ]
+        ),
+        description=f"Great Expectations results of {batch} (pages render offline)",
+    )

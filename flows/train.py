@@ -31,6 +31,7 @@ from training.registry import (
     promote_if_better,
     register_version,
     sweep_orphaned_versions,
+    training_experiment_description,
 )
 from training.train import TrainConfig, TrainResult, train_model
 
@@ -110,6 +111,14 @@ def load_training_set(
     return get_monitoring_frame(runtime.store, runtime.config, labels)
 
 
+def training_batch_name(runtime: Runtime, frame: pd.DataFrame) -> str:
+    """The training set's name for the data-quality gate: dataset and labelled window."""
+    stamps = pd.to_datetime(frame[runtime.config.timestamp], utc=True)
+    if stamps.empty:
+        return f"{runtime.config.name}-training"
+    return f"{runtime.config.name}-training-{stamps.min():%Y%m%dT%H%M}-{stamps.max():%Y%m%dT%H%M}"
+
+
 @task(cache_policy=NO_CACHE)
 def validate_training_set(runtime: Runtime, frame: pd.DataFrame, batch: str) -> ValidationResult:
     s = runtime.settings
@@ -156,6 +165,7 @@ def log_run(
         client,
         TRAINING_EXPERIMENT.format(name=runtime.config.name),
         runtime.artifact_location,
+        description=training_experiment_description(runtime.config, registered_model_name(runtime)),
     )
     record = log_training_run(
         client,
@@ -169,6 +179,10 @@ def log_run(
         code_version=git_commit(Path(__file__).resolve().parent.parent),
         run_name=f"{params.trigger} {result.manifest.train.start:%Y-%m-%d}..{result.manifest.test.end:%Y-%m-%d}",
         reference_since=params.reference_since,
+        reason=params.reason or None,
+        validation_files=[
+            Path(p) for p in (validation.summary_page, validation.result_json) if p is not None
+        ],
     )
     if params.request_id:
         client.set_tag(record.run_id, REQUEST_TAG, params.request_id)
@@ -245,7 +259,7 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
         end = end or datetime.now(UTC)
         start = end - timedelta(days=params.lookback_days)
     frame = load_training_set(runtime, start, end)
-    gate = validate_training_set(runtime, frame, f"{runtime.config.name}-training-set")
+    gate = validate_training_set(runtime, frame, training_batch_name(runtime, frame))
     result = fit(runtime, frame, params, gate)
     evaluation = evaluate(runtime, result)
     record = log_run(runtime, result, evaluation, params, gate)

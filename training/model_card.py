@@ -27,6 +27,36 @@ def _metric_row(name: str, m: MetricSet) -> str:
     )
 
 
+def training_warnings(evaluation: EvaluationResult, metric: str = "macro_f1") -> list[str]:
+    """What a reviewer should not miss in an evaluation, one sentence each: a modality
+    whose removal did not hurt (the model learned nothing from it, or it misleads), and a
+    model no better than the majority-class baseline.
+
+    Args:
+        evaluation: the test-split evaluation.
+        metric: the metric compared (a ``MetricSet`` field).
+    """
+    full = getattr(evaluation.overall, metric)
+    out: list[str] = []
+    if full is None:
+        return out
+    baseline = getattr(evaluation.baseline, metric)
+    if baseline is not None and full <= baseline:
+        out.append(
+            f"The model's test {metric} {full:.4f} is no better than the majority-class "
+            f"baseline's {baseline:.4f}."
+        )
+    for modality, metrics in evaluation.ablation.items():
+        without = getattr(metrics, metric)
+        if without is not None and without >= full:
+            out.append(
+                f"Masking the {modality} modality did not hurt: test {metric} {without:.4f} "
+                f"without it vs {full:.4f} with it, so the model gains nothing from "
+                f"{modality} (or is misled by it)."
+            )
+    return out
+
+
 def render_model_card(
     config: DatasetConfig,
     train_config: TrainConfig,
@@ -58,9 +88,11 @@ def render_model_card(
         classes=", ".join(f"`{c}`" for c in config.classes),
         service=config.feature_service_name,
     )
-    lines = [
-        f"# Model card: {config.name} `{config.label}` classifier",
-        "",
+    lines = [f"# Model card: {config.name} `{config.label}` classifier", ""]
+    warnings = training_warnings(evaluation)
+    if warnings:
+        lines += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
+    lines += [
         "## Intended use",
         use,
         "",

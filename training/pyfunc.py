@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
@@ -99,7 +99,10 @@ def pyfunc_input(frame: pd.DataFrame, model: MultimodalClassifier) -> pd.DataFra
 
 
 def save_pyfunc(
-    model: MultimodalClassifier, path: Path, example: pd.DataFrame | None = None
+    model: MultimodalClassifier,
+    path: Path,
+    example: pd.DataFrame | None = None,
+    mlflow_model: Model | None = None,
 ) -> Path:
     """Write the classifier as an MLflow pyfunc model directory at ``path``.
 
@@ -107,6 +110,8 @@ def save_pyfunc(
         model: the trained classifier.
         path: target directory (must not exist).
         example: feature rows to store as the input example (a few are kept).
+        mlflow_model: the ``MLmodel`` to fill (a logged model's: its id, run and
+            artifact location); a fresh one when None.
     """
     with tempfile.TemporaryDirectory() as tmp:
         classifier_dir = save_classifier(model, Path(tmp) / CLASSIFIER_ARTIFACT)
@@ -126,6 +131,7 @@ def save_pyfunc(
             signature=model_signature(model),
             input_example=input_example,
             code_paths=[str(Path(__file__).resolve().parent)],
+            mlflow_model=mlflow_model,
             pip_requirements=[
                 f"mlflow=={mlflow.__version__}",
                 f"torch=={torch.__version__.split('+')[0]}",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import tempfile
 import time
@@ -62,7 +63,7 @@ from training.evaluate import (
     plot_reliability,
 )
 from training.model import MultimodalClassifier, load_classifier
-from training.model_card import render_model_card
+from training.model_card import render_model_card, training_warnings
 from training.pyfunc import CLASSIFIER_ARTIFACT, save_pyfunc
 from training.train import TrainResult
 
@@ -77,6 +78,11 @@ STATE_TAG = "mmops.state"
 MODEL_ARTIFACT_PATH = "model"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 MAX_TAG_CHARS = 5000
+NOTE_TAG = "mlflow.note.content"
+KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+HISTORY_ARTIFACT = "registry/alias_history.csv"
+LOGGED_MODEL_TYPE = "mmops-fusion"
 Trigger = Literal["scheduled", "drift", "manual"]
 T = TypeVar("T")
 PromotionLock = Callable[[str], AbstractContextManager]
@@ -128,7 +134,14 @@ class RunRecord(BaseModel):
     run_id: str
     experiment_id: str
     artifact_uri: str
-    model_source: str = Field(description="Artifact URI of the pyfunc model directory.")
+    model_source: str = Field(
+        description="Artifact location of the pyfunc model (its LoggedModel's, registered as "
+        "the version's source: a ``models:/`` source makes MLflow's SQL registry look the "
+        "model up through the global tracking URI)."
+    )
+    model_id: str | None = Field(
+        default=None, description="The MLflow LoggedModel holding the pyfunc model."
+    )
     model_card: str
 
 
@@ -212,22 +225,64 @@ def ensure_experiment(
     name: str,
     artifact_location: str | None = None,
     retry: RetryConfig | None = None,
+    description: str | None = None,
 ) -> str:
-    """The id of experiment ``name``, created (with ``artifact_location``) if missing."""
+    """The id of experiment ``name``, created (with ``artifact_location``) if missing.
+
+    The experiment is marked a model-training one (tag ``mlflow.experimentKind``) unless
+    it says otherwise: MLflow 3's UI otherwise guesses, and may show its GenAI views.
+
+    Args:
+        description: markdown shown at the top of the experiment's page (the tag
+            ``mlflow.note.content``); set when it differs from the current one.
+    """
     retry = retry or RetryConfig()
     found = call_with_retry(lambda: client.get_experiment_by_name(name), retry, "get experiment")
     if found is not None:
-        return found.experiment_id
-    try:
-        return call_with_retry(
-            lambda: client.create_experiment(name, artifact_location=artifact_location),
+        experiment_id = found.experiment_id
+        current = found.tags.get(NOTE_TAG)
+    else:
+        current = None
+        try:
+            experiment_id = call_with_retry(
+                lambda: client.create_experiment(name, artifact_location=artifact_location),
+                retry,
+                "create experiment",
+            )
+        except MlflowException as error:  # created concurrently
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+    wanted = {KIND_TAG: MODEL_TRAINING_KIND} if found is None or KIND_TAG not in found.tags else {}
+    if description is not None and description != current:
+        wanted[NOTE_TAG] = description
+    for key, value in wanted.items():
+        call_with_retry(
+            lambda k=key, v=value: client.set_experiment_tag(experiment_id, k, v),
             retry,
-            "create experiment",
+            "describe experiment",
         )
-    except MlflowException as error:  # created concurrently
-        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-        return client.get_experiment_by_name(name).experiment_id
+    return experiment_id
+
+
+def training_experiment_description(config: DatasetConfig, registered_model: str) -> str:
+    """What the training experiment of ``config`` holds and how to read it."""
+    return "\n".join(
+        [
+            f"Training runs of the **{config.name}** `{config.label}` classifier "
+            f"(feature service `{config.feature_service_name}`), one run per training.",
+            "",
+            "- Run name: `<trigger> <first day>..<last day>` of the labelled rows; the "
+            "trigger (scheduled, drift, manual) is also the tag `mmops.trigger`.",
+            "- Each run's description: rows, test metrics against the majority baseline, "
+            "warnings (a modality the model gains nothing from), the data-quality gate.",
+            "- The **Models** column links the logged pyfunc model; its registered version of "
+            f"`{registered_model}` carries the promotion gate's verdict in its description.",
+            "- Artifacts: `model_card.md`, `plots/` (reliability, confusion), "
+            "`evaluation/`, `validation/` (the Great Expectations results), `reference/` "
+            "(the monitoring reference), `registry/alias_history.csv`.",
+        ]
+    )
 
 
 def git_commit(repo_dir: Path | None = None) -> str | None:
@@ -299,6 +354,8 @@ def log_training_run(
     retry: RetryConfig | None = None,
     reference_since: datetime | None = None,
     reference_min_rows: int = 200,
+    reason: str | None = None,
+    validation_files: list[Path] | None = None,
 ) -> RunRecord:
     """Log one training run: params, metrics, plots, card, manifest, reference, pyfunc model.
 
@@ -311,7 +368,13 @@ def log_training_run(
     Artifacts: ``model/`` (pyfunc), ``model_card.md``, ``plots/reliability.png``,
     ``plots/confusion_matrix.png``, ``manifest/training_manifest.json``,
     ``evaluation/evaluation.json``, ``reference/reference.parquet`` and, when given,
-    ``validation/validation_summary.txt``. The run ends FINISHED, or FAILED on error.
+    ``validation/validation_summary.txt`` and ``validation_files`` (the Great
+    Expectations result and its offline summary page) under ``validation/``. The
+    pyfunc model is an MLflow LoggedModel (``models:/<model_id>``), an output of the run,
+    so it shows in the experiment's Models tab and the run's Models column; its test
+    metrics are linked to it. The run's description (``mlflow.note.content``) says what
+    was trained, how well, and what to worry about. The run ends FINISHED, or FAILED on
+    error.
 
     Raises:
         RegistryUnavailableError: the tracking server failed beyond the retry budget.
@@ -326,6 +389,9 @@ def log_training_run(
     if code_version:
         tags["mlflow.source.git.commit"] = code_version
         tags["mmops.code_version"] = code_version
+    tags[NOTE_TAG] = training_run_description(
+        result, evaluation, config, trigger, reason, validation_summary
+    )
     run = call_with_retry(
         lambda: client.create_run(experiment_id, tags=tags, run_name=run_name), retry, "create run"
     )
@@ -387,6 +453,8 @@ def log_training_run(
             (root / "evaluation" / "evaluation.json").write_text(
                 evaluation.model_dump_json(indent=2), encoding="utf-8"
             )
+            for path in validation_files or []:
+                shutil.copy2(path, root / "validation" / Path(path).name)
             if validation_summary:
                 (root / "validation" / "validation_summary.txt").write_text(
                     validation_summary, encoding="utf-8"
@@ -413,8 +481,17 @@ def log_training_run(
                 seed=result.train_config.seed,
             )
             reference.to_parquet(root / REFERENCE_ARTIFACT, index=False)
-            save_pyfunc(result.model, root / MODEL_ARTIFACT_PATH, result.splits.test)
             call_with_retry(lambda: client.log_artifacts(run_id, str(root)), retry, "log artifacts")
+        model_id, model_location = log_pyfunc_model(
+            client,
+            experiment_id,
+            run_id,
+            result.model,
+            result.splits.test,
+            evaluation.flat_metrics("test"),
+            tags={"mmops.dataset": config.name, "mmops.trigger": trigger},
+            retry=retry,
+        )
         call_with_retry(lambda: client.set_terminated(run_id, "FINISHED"), retry, "finish run")
     except BaseException:
         try:
@@ -422,14 +499,135 @@ def log_training_run(
         except Exception:  # the original error matters more than the cleanup
             log.exception("could not mark run %s FAILED", run_id)
         raise
-    artifact_uri = run.info.artifact_uri
     return RunRecord(
         run_id=run_id,
         experiment_id=experiment_id,
-        artifact_uri=artifact_uri,
-        model_source=f"{artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}",
+        artifact_uri=run.info.artifact_uri,
+        model_source=model_location,
+        model_id=model_id,
         model_card=card,
     )
+
+
+def log_pyfunc_model(
+    client: MlflowClient,
+    experiment_id: str,
+    run_id: str,
+    model: MultimodalClassifier,
+    example: pd.DataFrame | None,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str] | None = None,
+    retry: RetryConfig | None = None,
+) -> tuple[str, str]:
+    """Log ``model`` as an MLflow LoggedModel produced by run ``run_id``; returns its id
+    and artifact location.
+
+    What ``mlflow.pyfunc.log_model`` does, through the injected client instead of the
+    global tracking URI: create the LoggedModel, write the pyfunc with that id in its
+    ``MLmodel``, upload it, mark it READY, record it as the run's output (the run's
+    Models column) and link ``metrics`` to it (the Models tab's metric columns). A
+    failure marks the LoggedModel FAILED.
+    """
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
+    retry = retry or RetryConfig()
+    logged = call_with_retry(
+        lambda: client.create_logged_model(
+            experiment_id,
+            name=MODEL_ARTIFACT_PATH,
+            source_run_id=run_id,
+            tags=dict(tags or {}),
+            model_type=LOGGED_MODEL_TYPE,
+        ),
+        retry,
+        "create logged model",
+    )
+    model_id = logged.model_id
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / MODEL_ARTIFACT_PATH
+            save_pyfunc(
+                model,
+                local,
+                example,
+                mlflow_model=Model(
+                    artifact_path=logged.artifact_location,
+                    model_uuid=model_id,
+                    run_id=run_id,
+                    model_id=model_id,
+                ),
+            )
+            call_with_retry(
+                lambda: client.log_model_artifacts(model_id, str(local)), retry, "upload model"
+            )
+        call_with_retry(
+            lambda: client.finalize_logged_model(model_id, LoggedModelStatus.READY),
+            retry,
+            "finalize logged model",
+        )
+        call_with_retry(
+            lambda: client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)]),
+            retry,
+            "link model to run",
+        )
+        now = int(time.time() * 1000)
+        linked = [
+            Metric(k, float(v), now, 0, model_id=model_id, run_id=run_id)
+            for k, v in metrics.items()
+            if "_slice_" not in k
+        ]
+        call_with_retry(lambda: client.log_batch(run_id, metrics=linked), retry, "link metrics")
+    except BaseException:
+        try:
+            client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+        except Exception:  # the original error matters more than the cleanup
+            log.exception("could not mark logged model %s FAILED", model_id)
+        raise
+    return model_id, logged.artifact_location
+
+
+def training_run_description(
+    result: TrainResult,
+    evaluation: EvaluationResult,
+    config: DatasetConfig,
+    trigger: str,
+    reason: str | None = None,
+    validation_summary: str | None = None,
+) -> str:
+    """The training run's description (markdown): what was trained on which rows, how it
+    did against the baseline and without each modality, and the warnings first."""
+    m = result.manifest
+    overall, baseline = evaluation.overall, evaluation.baseline
+    lines: list[str] = []
+    warnings = training_warnings(evaluation)
+    if warnings:
+        lines += [*(f"**Warning:** {w}" for w in warnings), ""]
+    lines += [
+        f"**{trigger.capitalize()} training** of the {config.name} `{config.label}` "
+        f"classifier on labelled rows from {m.train.start} to {m.test.end} "
+        f"(train {m.train.n_rows}, validation {m.validation.n_rows}, test {m.test.n_rows}; "
+        f"best epoch {result.best_epoch}).",
+    ]
+    if reason:
+        lines += ["", f"Why: {reason.strip()[:1500]}"]
+    lines += [
+        "",
+        "| test set | accuracy | macro-F1 | ECE |",
+        "|---|---|---|---|",
+        f"| model | {overall.accuracy:.4f} | {overall.macro_f1:.4f} | {overall.ece or 0:.4f} |",
+        f"| majority baseline | {baseline.accuracy:.4f} | {baseline.macro_f1:.4f} | - |",
+    ]
+    for modality, metrics in evaluation.ablation.items():
+        lines.append(
+            f"| without {modality} | {metrics.accuracy:.4f} | {metrics.macro_f1:.4f} | "
+            f"{metrics.ece or 0:.4f} |"
+        )
+    if validation_summary:
+        first = validation_summary.strip().splitlines()[0]
+        lines += ["", f"Data-quality gate: {first[:300]} (full results under `validation/`)."]
+    lines += ["", "Model card: `model_card.md`; the model: the Models column of this run."]
+    return "\n".join(lines)[:MAX_TAG_CHARS]
 
 
 # Alias history ---------------------------------------------------------------------------
@@ -488,6 +686,44 @@ def _record(client: MlflowClient, name: str, event: AliasEvent) -> None:
         ]
     )
     client.update_registered_model(name, description=description)
+    _log_history_table(client, name, events, event.version)
+
+
+def alias_history_frame(events: list[AliasEvent]) -> pd.DataFrame:
+    """The alias history as a table, one row per move, oldest first."""
+    return pd.DataFrame(
+        [
+            {
+                # "2026-06-01 12:00:00", not ISO 8601: MLflow's CSV preview blanks the latter
+                "when_utc": e.at.replace("T", " ").removesuffix("+00:00"),
+                "alias": e.alias,
+                "action": e.action,
+                "version": f"v{e.version}",
+                "previous": f"v{e.previous}" if e.previous else "",
+                "reason": e.reason,
+                **{f"metric.{k}": round(v, 6) for k, v in e.metrics.items()},
+            }
+            for e in events
+        ],
+        columns=["when_utc", "alias", "action", "version", "previous", "reason"]
+        if not events
+        else None,
+    )
+
+
+def _log_history_table(
+    client: MlflowClient, name: str, events: list[AliasEvent], version: str
+) -> None:
+    """Write the whole history as ``registry/alias_history.csv`` into the run of the
+    version that moved (the MLflow UI shows a CSV artifact as a table); rewritten, not
+    appended, so a repeated call leaves the same file."""
+    run_id = client.get_model_version(name, version).run_id
+    if not run_id:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(HISTORY_ARTIFACT).name
+        alias_history_frame(events).to_csv(path, index=False)
+        client.log_artifact(run_id, str(path), str(Path(HISTORY_ARTIFACT).parent))
 
 
 def _current_alias(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -624,6 +860,7 @@ def _find_or_create_version(
                 name,
                 source=record.model_source,
                 run_id=record.run_id,
+                model_id=record.model_id,
                 description=record.model_card,
                 tags={STATE_TAG: "registering", "mmops.run_id": record.run_id},
             )
@@ -685,6 +922,12 @@ def register_version(
             retry,
             "tag version",
         )
+        if record.model_id:
+            call_with_retry(
+                lambda: _link_logged_model(client, record.model_id, name, version),
+                retry,
+                "link logged model",
+            )
         with _promotion_lock(client, name, None, lock_timeout_s, lock):
             _assign_challenger(client, name, version, metrics or {}, retry)
         call_with_retry(
@@ -699,6 +942,20 @@ def register_version(
             raise
         raise RegistrationError(f"registering {name} v{version} failed: {error}") from error
     return version
+
+
+def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """Name the registered version on its LoggedModel (the tag ``mlflow.modelVersions``
+    that ``mlflow.register_model`` writes), so the model's page links to it; once."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    raw = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+    linked = json.loads(raw) if raw else []
+    entry = {"name": name, "version": int(version)}
+    if not any(e.get("name") == name and str(e.get("version")) == version for e in linked):
+        client.set_logged_model_tags(
+            model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*linked, entry])}
+        )
 
 
 def _assign_challenger(

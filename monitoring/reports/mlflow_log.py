@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 
 WINDOW_TAG = "mmops.window_start"
 POLICY_RECORD_TAG = "mmops.policy_record"
+MONITORING_DESCRIPTION = "\n".join(
+    [
+        "One run per monitored window of the champion's traffic.",
+        "",
+        "- Run name: `<window start> <action> v<champion version>`; the action (none, "
+        "alert, retrain) and its reasons open the run's description.",
+        "- Metrics are stamped with the window's start: chart them against time (x-axis "
+        "*Time*) to see drift p-values, effect sizes and the estimated accuracy move.",
+        "- Artifacts: `report/` holds the Evidently report (`*.html`, overview first) "
+        "and the drift and assessment JSON.",
+    ]
+)
 _P_FLOOR = 1e-16  # p-values below this are plotted at it (KS underflows to 0)
 
 
@@ -114,7 +126,9 @@ def log_window_report(
     from training.registry import ensure_experiment  # imports mlflow: not at module import
 
     client = _client(client_or_tracking_uri)
-    experiment_id = ensure_experiment(client, experiment_name, artifact_location)
+    experiment_id = ensure_experiment(
+        client, experiment_name, artifact_location, description=MONITORING_DESCRIPTION
+    )
     drift, decision = assessment.drift, assessment.decision
     window_key = assessment.window_start.isoformat()
     previous = client.search_runs(

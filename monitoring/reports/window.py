@@ -2,6 +2,11 @@
 
 The report (Evidently 0.7 API) holds, in order:
 
+* an overview (custom metric): 'k of m modalities drifted' and one sortable table of
+  every verdict, per modality and per column, drifted first, with thresholds at 4
+  significant digits and a glossary (p-value, p-value threshold, effect size; Evidently's
+  "drift score" is a p-value). Its per-column tests replace ``ValueDrift``'s own, which
+  round thresholds to two decimals;
 * a window summary (custom metric): decision, reasons, model version, estimated
   performance, and the realized performance of the labelled window it belongs to;
 * one custom metric per modality with our calibrated verdict (adjusted p-value against
@@ -207,6 +212,19 @@ def _summary_facts(assessment: WindowAssessment) -> list[list[str]]:
     return facts
 
 
+def _overview_metric(metrics_cls: dict[str, Any], drift: DriftResult, specs: list[list[Any]]):
+    """The report's first section: 'k of m modalities drifted' and one sortable table of
+    every verdict (modalities and Evidently's columns), drifted first, with a glossary of
+    p-value, p-value threshold and effect size."""
+    ordered = sorted(drift.modalities.items(), key=lambda kv: (not kv[1].drifted, kv[1].p_value))
+    return metrics_cls["overview"](
+        modalities=[
+            [name, r.drifted, r.p_value, r.threshold, r.score, r.n_tests] for name, r in ordered
+        ],
+        columns=specs,
+    )
+
+
 def build_window_report(
     reference: pd.DataFrame,
     window: pd.DataFrame,
@@ -336,22 +354,26 @@ def build_window_report(
     monitored = [c for c in numeric + categorical if c in benign and testable(c)]
     outputs = [c for c in outputs if testable(c)]
     prediction = [c for c in prediction if testable(c)]
+    specs: list[list[Any]] = []  # [column, modality, method, threshold]
     for group, columns in (("tabular", tabular), ("benign", monitored), ("output", outputs)):
         threshold = _modality_threshold(drift, group, len(columns))
         for column in columns:
             method = "ks" if column in numeric or column in outputs else "chisquare"
-            metrics.append(ValueDrift(column=column, method=method, threshold=threshold))
+            specs.append([column, group, method, threshold])
     for column in prediction:
-        threshold = _modality_threshold(drift, "output", len(outputs) + 1)
-        metrics.append(ValueDrift(column=column, method="chisquare", threshold=threshold))
+        specs.append(
+            [column, "output", "chisquare", _modality_threshold(drift, "output", len(outputs) + 1)]
+        )
     for kind, columns in embedding_columns.items():
         found = drift.modalities.get(kind)
         level = (
             found.threshold if found is not None else drift.alpha / max(len(drift.modalities), 1)
         )
-        threshold = level / max(len(columns), 1)
-        for column in columns:
-            metrics.append(ValueDrift(column=column, method="ks", threshold=threshold))
+        specs += [[column, kind, "ks", level / max(len(columns), 1)] for column in columns]
+    # tests=[]: ValueDrift's own test prints its threshold rounded to 2 decimals; the
+    # overview tests each column at full precision instead.
+    metrics += [ValueDrift(column=c, method=m, threshold=t, tests=[]) for c, _, m, t in specs]
+    metrics.insert(0, _overview_metric(metrics_cls, drift, specs))
 
     # Evidently's default quality tests compare the window's row and missing counts with
     # the reference's (+-10 %), which a window of another size always fails; the only

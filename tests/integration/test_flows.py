@@ -89,7 +89,14 @@ def test_ingest_and_train_flows_register_a_first_champion(pipeline):
     run = client.get_run(first.run_id)
     assert run.data.tags["mmops.trigger"] == "manual"
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
-    assert {"model", "model_card.md", "reference", "monitoring", "plots"} <= artifacts
+    assert {"model_card.md", "reference", "monitoring", "plots", "validation"} <= artifacts
+    assert run.outputs.model_outputs  # the pyfunc is a LoggedModel, the run's output
+    pages = [
+        a.path
+        for a in client.list_artifacts(first.run_id, "validation")
+        if a.path.endswith(".html")
+    ]
+    assert len(pages) == 1 and pages[0].startswith("validation/petfood-training-2"), pages
 
 
 def test_a_quiet_ingest_window_is_not_a_failure(pipeline):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from features.validation_page import write_batch_page
 from tests.unit.training.synthetic import (
     FAST_TRAIN as FAST,
 )
@@ -55,6 +57,7 @@ def mlflow_env(tmp_path_factory):
     client = connect(default_tracking_uri(data_dir), RetryConfig(attempts=2))
     experiment = ensure_experiment(client, "synth-training", default_artifact_location(data_dir))
     records = {}
+    page = write_batch_page(data_dir / "gx", "synth-training-x", "synth_features", "t", 9, [])
     for kind, train_config in (
         ("good", FAST),
         ("weak", FAST.model_copy(update={"modalities": ["photo"]})),
@@ -71,6 +74,7 @@ def mlflow_env(tmp_path_factory):
             validation_summary="GX: 12/12 expectations passed",
             monitoring_thresholds={"embedding_drift_auc": 0.6},
             code_version="abc123",
+            validation_files=[page],
         )
         records[f"{kind}_result"] = result
     holdout = synthetic_frame(400, seed=7)
@@ -106,8 +110,8 @@ def test_run_has_params_metrics_tags_and_artifacts(mlflow_env):
         "manifest/training_manifest.json",
         "evaluation/evaluation.json",
         "validation/validation_summary.txt",
+        "validation/synth-training-x.html",
         "reference/reference.parquet",
-        "model/MLmodel",
     ):
         assert (root / path).is_file(), path
     card = (root / "model_card.md").read_text()
@@ -116,6 +120,39 @@ def test_run_has_params_metrics_tags_and_artifacts(mlflow_env):
     result = mlflow_env["good_result"]
     assert reference["event_timestamp"].min() >= result.splits.validation["event_timestamp"].min()
     assert {"proba_no", "proba_yes", "prediction", "reorder", "review_emb"} <= set(reference)
+
+
+def test_model_is_a_logged_model_output_of_its_run(mlflow_env):
+    """MLflow 3's Models tab lists LoggedModels and a run's Models column its outputs:
+    a model saved as plain run artifacts shows in neither."""
+    client, record = mlflow_env["client"], mlflow_env["good"]
+    run = client.get_run(record.run_id)
+    assert record.model_id and record.model_source.endswith(f"{record.model_id}/artifacts")
+    assert [o.model_id for o in run.outputs.model_outputs] == [record.model_id]
+    logged = client.get_logged_model(record.model_id)
+    assert str(logged.status) in {"READY", "LoggedModelStatus.READY"}
+    assert logged.source_run_id == record.run_id and logged.name == "model"
+    assert {m.key for m in logged.metrics} >= {"test_macro_f1", "test_without_review_macro_f1"}
+    listed = client.search_logged_models([run.info.experiment_id])
+    assert record.model_id in {m.model_id for m in listed}
+    version = register_version(client, "logged-model", record)
+    linked = json.loads(client.get_logged_model(record.model_id).tags["mlflow.modelVersions"])
+    assert linked == [{"name": "logged-model", "version": int(version)}]
+    assert register_version(client, "logged-model", record) == version  # linked once
+    assert (
+        len(json.loads(client.get_logged_model(record.model_id).tags["mlflow.modelVersions"])) == 1
+    )
+
+
+def test_runs_and_experiment_carry_descriptions_and_warnings(mlflow_env):
+    client = mlflow_env["client"]
+    good = client.get_run(mlflow_env["good"].run_id).data.tags["mlflow.note.content"]
+    assert good.startswith("**Scheduled training**") and "| majority baseline |" in good
+    assert "Warning" not in good and "| without photo |" in good
+    experiment = ensure_experiment(client, "synth-training", description="Training runs of synth.")
+    tags = client.get_experiment(experiment).tags
+    assert tags["mlflow.note.content"] == "Training runs of synth."
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI views
 
 
 def test_pyfunc_loads_and_predicts_probabilities_summing_to_one(mlflow_env):
@@ -181,6 +218,10 @@ def test_alias_history_and_rollback(mlflow_env):
     assert {k: str(v) for k, v in aliases.items()} == {CHAMPION: v2}
     assert history[-1].metrics["holdout_macro_f1"] > history[-1].metrics["holdout_reference"]
     assert "| champion | promote | v2 | v1 |" in client.get_registered_model(name).description
+    run_id = client.get_model_version(name, v2).run_id
+    table = pd.read_csv(client.download_artifacts(run_id, "registry/alias_history.csv"))
+    assert list(table["action"]) == ["assign", "promote", "assign", "promote"]
+    assert list(table["version"]) == [f"v{v1}", f"v{v1}", f"v{v2}", f"v{v2}"]
 
     event = rollback_champion(client, name, reason="bad live metrics")
     assert (event.action, event.version, event.previous) == ("rollback", v1, v2)

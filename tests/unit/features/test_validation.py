@@ -136,6 +136,43 @@ def test_data_docs_built_into_file_context(raw, demo_config, tmp_path):
     assert Path(result.data_docs_path).is_relative_to(tmp_path / "gx")
 
 
+def test_validations_are_named_by_batch_and_summarised_offline(raw, demo_config, tmp_path):
+    """Issue 14: every GX validation was named ``__none__``, and Data Docs pull their
+    tables from CDN scripts, so their index is blank without internet."""
+    batch = "petfood-20260601T0000-20260602T0000-raw"
+    result = check_batch(
+        raw,
+        demo_config,
+        kind="raw",
+        quarantine_dir=tmp_path / "q",
+        now=NOW,
+        context_dir=tmp_path / "gx",
+        batch_name=batch,
+    )
+    stored = json.loads(Path(result.result_json).read_text())
+    assert stored["meta"]["run_id"]["run_name"] == batch
+    assert stored["meta"]["active_batch_definition"]["data_asset_name"] == result.suite
+    assert not list((tmp_path / "gx").rglob("__none__"))
+    page = Path(result.summary_page).read_text()
+    assert batch in page and "Passed: all" in page and "summary page:" in result.summary()
+    with pytest.raises(DataQualityError) as error:
+        check_batch(
+            raw.assign(price=-1.0),
+            demo_config,
+            kind="raw",
+            quarantine_dir=tmp_path / "q",
+            now=NOW,
+            context_dir=tmp_path / "gx",
+            batch_name="petfood-bad-raw",
+        )
+    bad = Path(error.value.result.summary_page).read_text()
+    assert "FAILED:" in bad and bad.index("FAIL</td>") < bad.index("pass</td>")
+    index = (Path(result.summary_page).parent / "index.html").read_text()
+    assert index.index("petfood-bad-raw") < index.index(batch)  # newest first
+    for html_text in (page, bad, index):  # nothing fetched from the network
+        assert "<script" not in html_text and "http" not in html_text
+
+
 def test_missing_column(raw, demo_config, tmp_path):
     error = _gate(raw.drop(columns=["price"]), demo_config, tmp_path)
     _assert_names(error, "expect_column_to_exist", "price")

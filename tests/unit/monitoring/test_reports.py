@@ -229,8 +229,27 @@ def test_evidently_column_thresholds_follow_the_calibration(report, drift):
     benign = drift.modalities["benign"]
     assert thresholds["load"] == pytest.approx(benign.threshold / benign.n_tests)
     statuses = {t["name"]: t["status"] for t in snapshot["tests"]}
-    assert statuses["Value Drift for column amount"] == "FAIL"
-    assert statuses["Value Drift for column channel"] == "SUCCESS"
+    assert statuses["Column drift: amount"] == "FAIL"
+    assert statuses["Column drift: channel"] == "SUCCESS"
+
+
+def test_report_opens_with_an_overview_at_real_precision(report, drift):
+    """Issue 14: drifted modalities were found only by scrolling, the Tests tab printed a
+    0.001 threshold as 0.00, and 'drift score' was a p-value in Evidently's widgets."""
+    snapshot = json.loads(report.json_path.read_text(encoding="utf-8"))
+    first = snapshot["metrics"][0]
+    assert first["config"]["type"].endswith("DriftOverview")
+    assert first["value"] == len(drift.drifted_modalities) == 2
+    tests = snapshot["tests"]
+    assert not any(t["name"].startswith("Value Drift") for t in tests)  # the rounded ones
+    assert not any("threshold is 0.00" in t["description"] for t in tests)
+    tabular = drift.modalities["tabular"]
+    amount = next(t for t in tests if t["name"] == "Column drift: amount")
+    assert f"p-value threshold {tabular.threshold / tabular.n_tests:.4g}" in amount["description"]
+    html = report.html.read_text(encoding="utf-8")
+    assert "Overview: 2 of 6 modalities drifted" in html
+    assert "modalities drifted" in html and "How to read these numbers" in html
+    assert html.index("Overview: 2 of 6") < html.index("Monitoring decision")
 
 
 def test_embeddings_become_projected_columns_without_tsne(report):
@@ -342,17 +361,23 @@ class FakeClient:
 
     def __init__(self) -> None:
         self.experiments: dict[str, str] = {}
+        self.experiment_tags: dict[str, dict[str, str]] = {}
         self.runs: dict[str, dict] = {}
         self.deleted: list[str] = []
 
     def get_experiment_by_name(self, name):
         if name not in self.experiments:
             return None
-        return type("Experiment", (), {"experiment_id": self.experiments[name]})()
+        experiment_id = self.experiments[name]
+        tags = dict(self.experiment_tags.get(experiment_id, {}))
+        return type("Experiment", (), {"experiment_id": experiment_id, "tags": tags})()
 
     def create_experiment(self, name, artifact_location=None):
         self.experiments[name] = str(len(self.experiments) + 1)
         return self.experiments[name]
+
+    def set_experiment_tag(self, experiment_id, key, value):
+        self.experiment_tags.setdefault(experiment_id, {})[key] = value
 
     def search_runs(self, experiment_ids, filter_string):
         wanted = dict(re.findall(r"tags\.`([^`]+)` = '([^']*)'", filter_string))
