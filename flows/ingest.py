@@ -11,8 +11,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.embedding import record_encoders
 from features.ingest import IngestResult, ingest_rows, read_raw
-from features.store import materialize, write_labels, write_offline
+from features.store import materialize, offline_dir, write_labels, write_offline
 from features.validation import DataQualityError
 from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
@@ -81,6 +82,7 @@ def gate_and_embed(runtime: Runtime, frame: pd.DataFrame, batch: str) -> dict:
 )
 def store_offline(runtime: Runtime, features: pd.DataFrame, raw: pd.DataFrame) -> tuple:
     rows = write_offline(features, runtime.config, runtime.settings.feast_dir)
+    record_encoders(offline_dir(runtime.settings.feast_dir), runtime.encoder_ids)
     labelled = raw[raw[runtime.config.label].notna()] if runtime.config.label in raw else raw[:0]
     return rows, write_labels(labelled, runtime.config, runtime.settings.labels_dir)
 
@@ -109,6 +111,7 @@ def ingest_flow(params: IngestParams) -> IngestResult:
     runtime = get_runtime()
     logger = get_run_logger()
     start, end = resolve_window(params.start, params.end, params.window_hours)
+    runtime.check_offline_encoders()
     path = Path(params.raw_path) if params.raw_path else runtime.settings.raw_data_path
     batch = f"{runtime.config.name}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
     raw = load_window(runtime, path, start, end)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -12,11 +13,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.embedding import check_encoders, encoder_ids
 from features.errors import EmptyWindowError, NoChampionError
 from features.store import get_monitoring_frame, read_entities
 from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
-from flows.train import registered_model_name
+from flows.train import ENCODERS_TAG, registered_model_name
 from monitoring.scoring import score_frame, write_prediction_log
 from training.pyfunc import load_pyfunc
 from training.registry import CHAMPION, connect, current_champion, download_version
@@ -72,6 +74,7 @@ def load_champion(runtime: Runtime) -> tuple[str, object]:
     version = current_champion(client, name)
     if version is None:
         raise NoChampionError(f"{name} has no {CHAMPION}: train and promote a model first")
+    check_champion_encoders(runtime, client, name, version)
     cache = runtime.settings.data_dir / "models" / name / version
     if not (cache / "MLmodel").exists() and not any(cache.glob("*/MLmodel")):
         with tempfile.TemporaryDirectory(dir=runtime.settings.data_dir) as tmp:
@@ -79,6 +82,21 @@ def load_champion(runtime: Runtime) -> tuple[str, object]:
             cache.parent.mkdir(parents=True, exist_ok=True)
             Path(local).rename(cache)
     return version, load_pyfunc(cache)
+
+
+def check_champion_encoders(runtime: Runtime, client, name: str, version: str) -> None:
+    """Refuse a champion fitted on vectors of other encoders than the settings' (its
+    drift reference too): it would score, and be monitored on, vectors it never saw.
+    Runs from before the tag existed were trained with the fp32 encoders.
+
+    Raises:
+        EncoderMismatchError: naming both variants; retraining under the new variant
+            (on re-ingested history) gives a matching model and drift reference.
+    """
+    run_id = client.get_model_version(name, version).run_id
+    tag = client.get_run(run_id).data.tags.get(ENCODERS_TAG)
+    recorded = json.loads(tag) if tag else encoder_ids(runtime.config, "fp32")
+    check_encoders(recorded, runtime.encoder_ids, f"champion {name} v{version}")
 
 
 @task(timeout_seconds=600, cache_policy=NO_CACHE)
