@@ -22,6 +22,7 @@ BENCHMARKS = {
     "estimate_bench": [],
     "prod_bench": [],
     "image_ingest_memory": [],
+    "encoder_variants": [],
 }
 
 

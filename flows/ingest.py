@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from features.store import materialize, offline_dir, write_labels, write_offline
 from features.validation import DataQualityError
 from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
+from flows.task_runners import embed_in_chunks, run_chunked
 
 
 class IngestParams(BaseModel):
@@ -59,15 +61,20 @@ def gate_and_embed(runtime: Runtime, frame: pd.DataFrame, batch: str) -> dict:
     """Row-level gate on the raw rows, embeddings of those that pass, gate on the features.
     A batch quarantined as a whole comes back as ``{"error": DataQualityError}`` so that
     its summary is logged once, by the flow, not once per layer with a traceback each."""
+    settings = runtime.settings
+    embed = None
+    if run_chunked(settings):  # on the Dask workers, in chunks; else here, in one call
+        embed = partial(embed_in_chunks, settings=settings, chunk_rows=settings.chunk_rows)
     try:
         return ingest_rows(
             frame,
             runtime.config,
-            runtime.encoders,
+            None if embed else runtime.encoders,
             runtime.ingest_paths,
             batch,
             datetime.now(UTC),
             show_progress=len(frame) > 2000,
+            embed=embed,
         )
     except DataQualityError as error:
         return {"error": error}

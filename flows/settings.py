@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         "Runtime), int8 (ONNX Runtime, int8 weights; benchmarks/README.md). Switching it "
         "needs a new data directory: stores and models refuse vectors of another variant.",
     )
+    chunk_rows: int = Field(
+        default=2000,
+        ge=1,
+        description="Rows per chunk when ingest embeds and scoring scores on the Dask runner.",
+    )
     seed: int = Field(default=0, description="The one seed for every random choice.")
     online_days: float | None = Field(
         default=1.0,
