@@ -4,13 +4,14 @@ parallel against the champion, on the configured task runner (Dask on a cluster)
 Each window is assessed on its own, from a fresh policy state: persistence counts and
 cooldowns chain windows in time order, so they belong to the daily monitor, not to a
 parallel backfill. Drift, the performance estimate and the realized performance of a
-window do not depend on other windows, and ``settings.seed`` fixes every random choice,
-so both runners give the same assessments. Nothing is written, sent or retrained.
+window do not depend on other windows, ``settings.seed`` fixes every random choice and
+each window is decided as of its end, so both runners (and reruns) give the same
+assessments. Nothing is written, sent or retrained.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 from prefect import flow, task
@@ -63,7 +64,6 @@ def assess_past_window(
     policy: PolicyConfig,
     drift: DriftConfig,
     labelled: bool,
-    decided_at: datetime,
     seed: int,
 ) -> WindowAssessment:
     start, end = bounds
@@ -80,7 +80,7 @@ def assess_past_window(
         labelled=window if labelled else None,
         labelled_start=start if labelled else None,
         labelled_end=end if labelled else None,
-        now=decided_at,
+        now=end,  # as decided when the window closed: the same on every runner and rerun
         seed=seed,
     )
 
@@ -96,7 +96,6 @@ def monitor_backfill_flow(params: BackfillParams) -> list[WindowAssessment]:
         frame = load_log(runtime, *bounds, labels=params.labels)
         if not frame.empty:
             frames.append((bounds, frame))
-    decided_at = datetime.now(UTC)
     calls = [
         {
             "dataset": runtime.config,
@@ -107,7 +106,6 @@ def monitor_backfill_flow(params: BackfillParams) -> list[WindowAssessment]:
             "policy": params.policy,
             "drift": params.drift,
             "labelled": params.labels,
-            "decided_at": decided_at,
             "seed": runtime.settings.seed,
         }
         for bounds, frame in frames
