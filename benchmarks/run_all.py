@@ -23,6 +23,7 @@ BENCHMARKS = {
     "prod_bench": [],
     "image_ingest_memory": [],
     "encoder_variants": [],
+    "scaling": ["--dask"],
 }
 
 

@@ -304,9 +304,9 @@ def main() -> None:
                     _paths(args.work, rows)["base"] / "dask_backfill.json"
                 ).read_text()
                 table[rows]["dask_backfill"]["same_as_default"] = same
-                workers = cluster.scheduler_info()["workers"].values()
-                table[rows]["dask_backfill"]["worker_mb"] = round(
-                    max(w["metrics"]["memory"] for w in workers) / 2**20
+                workers = cluster.scheduler_info["workers"].values()
+                table[rows]["dask_backfill"]["worker_mb_now"] = round(
+                    max(w.get("metrics", {}).get("memory", 0) for w in workers) / 2**20
                 )
     finally:
         if cluster is not None:
