@@ -20,7 +20,7 @@ import pytest
 
 from features.demo_data import DEMO_START
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 DAYS = 6
