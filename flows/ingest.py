@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -11,11 +12,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.embedding import record_encoders
 from features.ingest import IngestResult, ingest_rows, read_raw
-from features.store import materialize, write_labels, write_offline
+from features.store import materialize, offline_dir, write_labels, write_offline
 from features.validation import DataQualityError
 from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
+from flows.task_runners import embed_in_chunks, run_chunked
 
 
 class IngestParams(BaseModel):
@@ -58,15 +61,20 @@ def gate_and_embed(runtime: Runtime, frame: pd.DataFrame, batch: str) -> dict:
     """Row-level gate on the raw rows, embeddings of those that pass, gate on the features.
     A batch quarantined as a whole comes back as ``{"error": DataQualityError}`` so that
     its summary is logged once, by the flow, not once per layer with a traceback each."""
+    settings = runtime.settings
+    embed = None
+    if run_chunked(settings):  # on the Dask workers, in chunks; else here, in one call
+        embed = partial(embed_in_chunks, settings=settings, chunk_rows=settings.chunk_rows)
     try:
         return ingest_rows(
             frame,
             runtime.config,
-            runtime.encoders,
+            None if embed else runtime.encoders,
             runtime.ingest_paths,
             batch,
             datetime.now(UTC),
             show_progress=len(frame) > 2000,
+            embed=embed,
         )
     except DataQualityError as error:
         return {"error": error}
@@ -81,6 +89,7 @@ def gate_and_embed(runtime: Runtime, frame: pd.DataFrame, batch: str) -> dict:
 )
 def store_offline(runtime: Runtime, features: pd.DataFrame, raw: pd.DataFrame) -> tuple:
     rows = write_offline(features, runtime.config, runtime.settings.feast_dir)
+    record_encoders(offline_dir(runtime.settings.feast_dir), runtime.encoder_ids)
     labelled = raw[raw[runtime.config.label].notna()] if runtime.config.label in raw else raw[:0]
     return rows, write_labels(labelled, runtime.config, runtime.settings.labels_dir)
 
@@ -109,6 +118,7 @@ def ingest_flow(params: IngestParams) -> IngestResult:
     runtime = get_runtime()
     logger = get_run_logger()
     start, end = resolve_window(params.start, params.end, params.window_hours)
+    runtime.check_offline_encoders()
     path = Path(params.raw_path) if params.raw_path else runtime.settings.raw_data_path
     batch = f"{runtime.config.name}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
     raw = load_window(runtime, path, start, end)

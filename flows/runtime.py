@@ -13,11 +13,11 @@ from functools import cached_property
 from pathlib import Path
 
 from features.demo_data import DemoSources, build_demo_dataset, write_demo_dataset
-from features.embedding import Encoders
+from features.embedding import Encoders, check_encoders, encoder_ids, read_encoder_record
 from features.errors import InvalidConfigError
 from features.ingest import IngestPaths
 from features.schema import DatasetConfig, load_dataset_config
-from features.store import prepare_store
+from features.store import offline_dir, prepare_store
 from flows.profiles import client_environment, feast_stores, promotion_lock_dsn
 from flows.settings import Settings, get_settings
 from training.registry import PromotionLock, default_artifact_location, postgres_promotion_lock
@@ -38,7 +38,23 @@ class Runtime:
 
     @cached_property
     def encoders(self) -> Encoders:
-        return Encoders.load(self.config)
+        return Encoders.load(
+            self.config, self.settings.text_encoder, self.settings.encoder_artifact_dir
+        )
+
+    @property
+    def encoder_ids(self) -> dict[str, str]:
+        """The encoder of every embedded column under the settings (nothing loaded)."""
+        return encoder_ids(self.config, self.settings.text_encoder)
+
+    def check_offline_encoders(self) -> None:
+        """Refuse to add vectors of another encoder variant to the offline store.
+
+        Raises:
+            EncoderMismatchError: the store holds vectors of other encoders.
+        """
+        recorded = read_encoder_record(offline_dir(self.settings.feast_dir))
+        check_encoders(recorded, self.encoder_ids, "the offline store")
 
     @property
     def artifact_location(self) -> str | None:

@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         default=None, description="Scheduler address (tcp://host:8786); None: a local cluster."
     )
+    text_encoder: Literal["fp32", "onnx-fp32", "int8"] = Field(
+        default="fp32",
+        description="Text encoder variant: fp32 (PyTorch, as shipped), onnx-fp32 (ONNX "
+        "Runtime), int8 (ONNX Runtime, int8 weights; benchmarks/README.md). Switching it "
+        "needs a new data directory: stores and models refuse vectors of another variant.",
+    )
+    chunk_rows: int = Field(
+        default=2000,
+        ge=1,
+        description="Rows per chunk when ingest embeds and scoring scores on the Dask runner.",
+    )
     seed: int = Field(default=0, description="The one seed for every random choice.")
     online_days: float | None = Field(
         default=1.0,
@@ -179,6 +190,10 @@ class Settings(BaseSettings):
     @property
     def embedding_cache_dir(self) -> Path:
         return self.data_dir / "embedding_cache"
+
+    @property
+    def encoder_artifact_dir(self) -> Path:
+        return self.data_dir / "encoders"
 
     @property
     def tracking_uri(self) -> str:

@@ -1,14 +1,23 @@
-"""Where a flow's tasks run: Prefect's thread pool (default) or a Dask cluster.
+"""Where a flow's parallel work runs: Prefect's thread pool (default) or a Dask cluster.
 
 ``MMOPS_TASK_RUNNER=dask`` with ``MMOPS_DASK_ADDRESS=tcp://scheduler:8786`` sends the
-submitted tasks to an existing cluster; without an address a temporary local cluster is
-started per flow run. Tasks must be submitted (``task.submit`` / ``task.map``) to run
-concurrently on either runner.
+chunked work of the deployed flows to an existing cluster: ingest embeds its rows in
+chunks (:func:`embed_in_chunks`), scoring scores in chunks (:func:`score_in_chunks`) and
+a monitoring backfill assesses its windows in parallel (``flows/backfill.py``). Without an
+address a temporary local cluster is started per flow run.
+
+The runner is chosen when the work starts, from the settings then in force (a flow's
+decorator is fixed at import): each helper runs a small nested flow with that runner.
+Workers import this repository and see the data directory at the same path (a shared
+volume), as the deployed flows' workers do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
 
 import pandas as pd
 from prefect import flow, task
@@ -42,6 +51,24 @@ def build_task_runner(settings: Settings, local_workers: int = 2):
     return ThreadPoolTaskRunner(max_workers=local_workers)
 
 
+def map_on_runner(settings: Settings, name: str, work, calls: Sequence[dict[str, Any]]) -> list:
+    """Run ``work`` (a task) once per keyword set in ``calls`` on the configured runner;
+    the results come back in the order of ``calls``."""
+
+    @flow(name=name, task_runner=build_task_runner(settings), log_prints=False)
+    def mapped() -> list:
+        futures = [work.submit(**kwargs) for kwargs in calls]
+        return [future.result() for future in futures]
+
+    return mapped()
+
+
+def _chunks(frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
+    if rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {rows}")
+    return [frame.iloc[start : start + rows] for start in range(0, len(frame), rows)]
+
+
 @task(cache_policy=NO_CACHE)
 def drift_of_window(
     reference: DriftReference, window: pd.DataFrame, drift_config: DriftConfig, seed: int
@@ -61,41 +88,75 @@ def compute_drift_windows(
     Each window uses ``settings.seed``, so the results do not depend on the runner.
     """
     drift_config = drift_config or DriftConfig()
-
-    @flow(name="drift-windows", task_runner=build_task_runner(settings), log_prints=False)
-    def drift_windows() -> list[DriftResult]:
-        futures = [
-            drift_of_window.submit(reference, window, drift_config, settings.seed)
-            for window in windows
-        ]
-        return [f.result() for f in futures]
-
-    return drift_windows()
+    calls = [
+        {"reference": reference, "window": w, "drift_config": drift_config, "seed": settings.seed}
+        for w in windows
+    ]
+    return map_on_runner(settings, "drift-windows", drift_of_window, calls)
 
 
 @task(cache_policy=NO_CACHE)
 def embed_chunk(raw: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """Embed one chunk of raw rows with the worker's encoders (loaded once per worker)."""
+    """Embed one chunk of raw rows with the worker's encoders (loaded once per worker)
+    and the shared embedding cache (its saves merge under a file lock)."""
     from features.embedding import embed_frame
     from flows.runtime import get_runtime
 
     runtime = get_runtime(settings)
-    return embed_frame(raw, runtime.config, runtime.encoders, cache_dir=None)
+    return embed_frame(
+        raw, runtime.config, runtime.encoders, cache_dir=settings.embedding_cache_dir
+    )
 
 
 def embed_in_chunks(raw: pd.DataFrame, settings: Settings, chunk_rows: int = 500) -> pd.DataFrame:
-    """Embed raw rows in chunks on the configured task runner (a backfill on a cluster).
+    """Embed raw rows in chunks on the configured task runner; the rows come back in their
+    input order, the same vectors as one ``embed_frame`` call."""
+    calls = [{"raw": chunk, "settings": settings} for chunk in _chunks(raw, chunk_rows)]
+    return pd.concat(map_on_runner(settings, "embed-chunks", embed_chunk, calls), ignore_index=True)
 
-    The local embedding cache is a file of this machine, so chunks on workers embed
-    without it; the rows come back in their input order.
-    """
 
-    @flow(name="embed-chunks", task_runner=build_task_runner(settings), log_prints=False)
-    def embed_chunks() -> pd.DataFrame:
-        futures = [
-            embed_chunk.submit(raw.iloc[start : start + chunk_rows], settings)
-            for start in range(0, len(raw), chunk_rows)
-        ]
-        return pd.concat([f.result() for f in futures], ignore_index=True)
+@cache
+def _pyfunc(model_dir: str):
+    from training.pyfunc import load_pyfunc
 
-    return embed_chunks()
+    return load_pyfunc(model_dir)
+
+
+@task(cache_policy=NO_CACHE)
+def score_chunk(
+    features: pd.DataFrame, settings: Settings, model_dir: str, version: str, scored_at: datetime
+) -> pd.DataFrame:
+    """Score one chunk with the champion loaded from ``model_dir`` (once per worker)."""
+    from flows.runtime import get_runtime
+    from monitoring.scoring import score_frame
+
+    config = get_runtime(settings).config
+    return score_frame(_pyfunc(model_dir), features, config, version, scored_at=scored_at)
+
+
+def score_in_chunks(
+    features: pd.DataFrame,
+    settings: Settings,
+    model_dir: str,
+    version: str,
+    scored_at: datetime,
+    chunk_rows: int = 5000,
+) -> pd.DataFrame:
+    """Score a feature frame in chunks on the configured runner (rows in input order)."""
+    calls = [
+        {
+            "features": chunk,
+            "settings": settings,
+            "model_dir": model_dir,
+            "version": version,
+            "scored_at": scored_at,
+        }
+        for chunk in _chunks(features, chunk_rows)
+    ]
+    return pd.concat(map_on_runner(settings, "score-chunks", score_chunk, calls), ignore_index=True)
+
+
+def run_chunked(settings: Settings) -> bool:
+    """Whether the flows hand their chunked work to the task runner (Dask) instead of
+    doing it in-process."""
+    return settings.task_runner == "dask"

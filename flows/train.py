@@ -3,6 +3,7 @@ promotion gate."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from training.train import TrainConfig, TrainResult, train_model
 
 DRIFT_REFERENCE_ARTIFACT = "monitoring"
 REQUEST_TAG = "mmops.request_id"
+ENCODERS_TAG = "mmops.encoders"
 TRAINING_EXPERIMENT = "{name}-training"
 
 
@@ -188,6 +190,9 @@ def log_run(
         client.set_tag(record.run_id, REQUEST_TAG, params.request_id)
     if params.reason:
         client.set_tag(record.run_id, "mmops.trigger_reason", params.reason[:4000])
+    # Which encoders made the vectors the model and its drift reference were fitted on:
+    # scoring refuses features of other encoders (flows/score.py check_champion_encoders).
+    client.set_tag(record.run_id, ENCODERS_TAG, json.dumps(runtime.encoder_ids, sort_keys=True))
     _log_drift_reference(client, record, runtime, params.drift)
     return record
 
@@ -258,6 +263,7 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     if start is None and params.lookback_days is not None:
         end = end or datetime.now(UTC)
         start = end - timedelta(days=params.lookback_days)
+    runtime.check_offline_encoders()
     frame = load_training_set(runtime, start, end)
     gate = validate_training_set(runtime, frame, training_batch_name(runtime, frame))
     result = fit(runtime, frame, params, gate)
