@@ -163,13 +163,19 @@ class RetrainRequest(BaseModel):
     promoted: bool | None = None
     flow_run: str | None = None
     reused: bool = False
+    review: str = Field(
+        default="", description="Issue 12: why a retrain was blocked or awaits approval."
+    )
 
     def note(self) -> str:
         if self.flow_run is not None:
             return f"retraining requested: Prefect flow run {self.flow_run} (request {self.request_id})"
+        if self.review and not self.version:
+            return self.review
         verdict = "promoted to champion" if self.promoted else "not promoted by the gate"
         again = " (finished earlier for this request)" if self.reused else ""
-        return f"retrained: v{self.version} {verdict}{again}"
+        review = f". {self.review}" if self.review else ""
+        return f"retrained: v{self.version} {verdict}{again}{review}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -447,6 +453,7 @@ def act(
         version=trained.version,
         promoted=trained.promoted,
         reused=trained.reused,
+        review=trained.review,
     )
 
 
