@@ -248,7 +248,10 @@ def find_label_issues(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
     remap = {c: i for i, c in enumerate(present)}
     sub = proba[:, present]
     sub = sub / sub.sum(axis=1, keepdims=True)
-    return np.asarray(cleanlab_issues(np.asarray([remap[v] for v in y]), sub), dtype=bool)
+    # n_jobs=1: cleanlab's default forks a process pool, and forked children of a
+    # Prefect task inherit its SIGTERM handler and exit hooks (they took the test's
+    # Prefect server down with them).
+    return np.asarray(cleanlab_issues(np.asarray([remap[v] for v in y]), sub, n_jobs=1), dtype=bool)
 
 
 def find_class_outliers(reduced: np.ndarray, y: np.ndarray, z: float) -> np.ndarray:
