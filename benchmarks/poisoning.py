@@ -22,7 +22,6 @@ from pathlib import Path
 
 from tests.unit.training.poisoning import CONFIG, FAST_TRAIN, GATE, build_world, new_window, retrain
 from training.evaluate import evaluate_model
-from training.integrity import IntegrityConfig, check_training_integrity
 from training.train import train_model
 
 SCENARIOS = (
@@ -46,28 +45,6 @@ def old_gate(world, scenario: str) -> bool:
     return bool(new > old)
 
 
-def flag_quality(world, scenario: str) -> tuple[int, int, int, int]:
-    """(poisoned rows, new rows flagged, flagged rows that were poisoned, blocked)."""
-    window, poisoned = new_window(world, scenario)
-    result = check_training_integrity(
-        window,
-        CONFIG,
-        IntegrityConfig(),
-        explained_proba=world.champion.model.predict_proba(window),
-        previous_prior=world.champion.model.spec.class_prior,
-        new_since=world.history["event_timestamp"].max(),
-    )
-    flags = result.flags
-    # Among the new rows (the ones the attacker could touch): label issues or quarantined.
-    suspicious = ((flags["label_issue"] | flags["quarantine"]) & flags["new"]).to_numpy()
-    return (
-        int(poisoned.sum()),
-        int(suspicious.sum()),
-        int((suspicious & poisoned).sum()),
-        int(result.blocked),
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -79,16 +56,15 @@ def main() -> None:
         world = build_world(seed)
         for scenario in SCENARIOS:
             outcome = retrain(world, scenario, GATE)
-            poisoned, flagged, true, blocked = flag_quality(world, scenario)
             rows[scenario].append(
                 {
                     "seed": seed,
                     "promoted": outcome.promoted,
                     "blocked": outcome.blocked,
                     "old_gate_promoted": old_gate(world, scenario),
-                    "poisoned": poisoned,
-                    "flagged": flagged,
-                    "true_flags": true,
+                    "poisoned": outcome.poisoned,
+                    "flagged": outcome.suspicious,
+                    "true_flags": outcome.true_suspicious,
                     "reason": outcome.reason[:300],
                 }
             )

@@ -47,6 +47,8 @@ class RetrainOutcome:
     poisoned: int
     flagged: int
     true_flags: int
+    suspicious: int = 0
+    true_suspicious: int = 0
     recent_delta: float | None = None
     golden_delta: float | None = None
 
@@ -124,12 +126,18 @@ def retrain(
         new_since=new_since,
     )
     flags = result.quarantine
+    suspicious = (
+        (result.flags["label_issue"] | result.flags["quarantine"]) & result.flags["new"]
+    ).to_numpy()
     outcome = dict(
         scenario=scenario,
         seed=world.seed,
         poisoned=int(poisoned.sum()),
         flagged=int(flags.sum()),
         true_flags=int((flags & poisoned).sum()),
+        # Among the new rows (those an attacker could touch): label issues or quarantined.
+        suspicious=int(suspicious.sum()),
+        true_suspicious=int((suspicious & poisoned).sum()),
     )
     if result.blocked:
         return RetrainOutcome(
