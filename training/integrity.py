@@ -68,7 +68,7 @@ class IntegrityConfig(BaseModel):
         "(a trigger tied to a label).",
     )
     max_label_tied_share: float = Field(
-        default=0.03,
+        default=0.015,
         ge=0.0,
         description="Block when more new rows than this carry a label-tied input shift.",
     )
@@ -280,7 +280,8 @@ def find_label_tied_shift(
     Per embedding block and class: the direction in which the class's new rows moved
     away from its older rows beyond how the other classes moved; new rows of the class
     far out along it (robust z-score) are flagged. Drift that moves every class alike
-    cancels out.
+    cancels out, and so does one that moves all of a class's new rows alike: only rows
+    far out against the class's new rows as well count.
     """
     out = np.zeros(len(y), dtype=bool)
     if new.all() or not new.any():
@@ -302,10 +303,15 @@ def find_label_tied_shift(
             rows = np.flatnonzero((y == c) & new)
             reference = np.flatnonzero((y == c) & ~new)
             score = block[rows] @ (direction / norm)
-            base = block[reference] @ (direction / norm)
-            median = np.median(base)
-            mad = np.median(np.abs(base - median)) * 1.4826 or 1e-12
-            out[rows] |= (score - median) / mad > z
+            far = np.ones(len(rows), dtype=bool)
+            # Far out against the class's older rows *and* against its own new rows: a
+            # drift moves the whole class (one mode), a trigger only the rows that carry
+            # it (a second mode).
+            for base in (block[reference] @ (direction / norm), score):
+                median = np.median(base)
+                mad = np.median(np.abs(base - median)) * 1.4826 or 1e-12
+                far &= (score - median) / mad > z
+            out[rows] |= far
     return out
 
 
