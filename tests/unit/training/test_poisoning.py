@@ -77,13 +77,21 @@ def test_integrity_check_blocks_the_reproduced_attack(world):
         "poison_random_10",
         "poison_random_20",
         "poison_duplicates",
-        "poison_trigger",
     ],
 )
 def test_poisoned_retrain_is_not_promoted(world, scenario):
     outcome = retrain(world, scenario)
     assert outcome.poisoned > 0
     assert not outcome.promoted, outcome.reason
+
+
+def test_a_trigger_is_blocked_with_the_opt_in_label_tied_check(world):
+    """Off by default (it blocked the demo's clean camera-drift retrain on real
+    embeddings); opted in, the trigger rows are found and the retrain is blocked."""
+    opt_in = IntegrityConfig(max_label_tied_share=0.015)
+    outcome = retrain(world, "poison_trigger", integrity=opt_in)
+    assert outcome.blocked and "trigger" in outcome.reason
+    assert outcome.true_flags > 0
 
 
 def test_clean_drift_retrain_is_still_promoted(world):
