@@ -143,7 +143,7 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
                     end=start + timedelta(days=1),
                     raw_path=str(production),
                     monitor=MonitorParams(
-                        retrain_lookback_days=21,
+                        retrain_lookback_days=params.days + params.production_days,
                         policy=PolicyConfig(performance_drop=params.performance_drop),
                     ),
                 )
