@@ -89,10 +89,12 @@ class IntegrityConfig(BaseModel):
         default=0.02, ge=0.0, description="Block when more rows than this are duplicates."
     )
     max_label_issue_excess: float = Field(
-        default=0.04,
+        default=0.07,
         ge=0.0,
         description="Block when the share of label issues among the new rows exceeds the "
-        "share among the older rows by more than this.",
+        "share among the older rows by more than this. Drift makes new rows harder for the "
+        "probe too: the demo's text-domain shift raised it by 0.05 on clean labels, 10 % "
+        "random flips by 0.06-0.08 on the synthetic benchmark.",
     )
     max_overwrite_share: float = Field(
         default=0.02, ge=0.0, description="Block when more labels than this were overwritten."
