@@ -33,7 +33,13 @@ from features.definitions import (
     view_name,
 )
 from features.schema import DatasetConfig
-from features.state_io import CorruptStateError, atomic_write_table, locked, move_aside
+from features.state_io import (
+    CorruptStateError,
+    atomic_write_frame,
+    atomic_write_table,
+    locked,
+    move_aside,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,12 +220,76 @@ def merge_day_files(
     return total
 
 
+LABEL_HISTORY = "history"
+PREVIOUS_LABEL = "previous_label"
+CHANGED_AT = "changed_at"
+
+
+def label_history_dir(labels_dir: Path) -> Path:
+    """Where overwritten labels are kept (beside the label day files)."""
+    return Path(labels_dir) / LABEL_HISTORY
+
+
+def record_label_changes(part: pd.DataFrame, config: DatasetConfig, labels_dir: Path) -> int:
+    """Keep every label that ``part`` would overwrite with a different one as history
+    (entity, timestamp, previous label, new label, when); returns how many.
+
+    Recorded before the overwrite is written; a retried delivery does not record the
+    same change twice.
+    """
+    keys = [config.entity_key, config.timestamp]
+    stamps = pd.to_datetime(part[config.timestamp], utc=True)
+    existing = read_day_files(
+        Path(labels_dir),
+        config.entity_key,
+        config.timestamp,
+        stamps.min().to_pydatetime(),
+        (stamps.max() + pd.Timedelta(microseconds=1)).to_pydatetime(),
+        [*keys, config.label],
+    )
+    if existing.empty:
+        return 0
+    merged = part.merge(
+        existing.rename(columns={config.label: PREVIOUS_LABEL}), on=keys, how="inner"
+    )
+    changed = merged[merged[config.label].astype(str) != merged[PREVIOUS_LABEL].astype(str)]
+    if changed.empty:
+        return 0
+    changed = changed[[*keys, PREVIOUS_LABEL, config.label]].assign(
+        **{CHANGED_AT: pd.Timestamp.now(tz="UTC")}
+    )
+    folder = label_history_dir(labels_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "changes.parquet"
+    with locked(path):
+        if path.exists():
+            old = pd.read_parquet(path)
+            changed = pd.concat([old, changed], ignore_index=True)
+        changed = changed.drop_duplicates([*keys, PREVIOUS_LABEL, config.label], keep="first")
+        atomic_write_frame(changed, path)
+    return int(len(changed))
+
+
+def read_label_history(config: DatasetConfig, labels_dir: Path) -> pd.DataFrame:
+    """Every recorded label overwrite (empty when none)."""
+    path = label_history_dir(labels_dir) / "changes.parquet"
+    if not path.exists():
+        return pd.DataFrame(
+            columns=[config.entity_key, config.timestamp, PREVIOUS_LABEL, config.label, CHANGED_AT]
+        )
+    return pd.read_parquet(path)
+
+
 def write_labels(frame: pd.DataFrame, config: DatasetConfig, labels_dir: Path) -> int:
-    """Merge (entity, timestamp, label) rows into the label store; labels may arrive late."""
+    """Merge (entity, timestamp, label) rows into the label store; labels may arrive late.
+
+    A different label for a known (entity, timestamp) replaces the stored one, and the
+    replaced one is kept in the label history (:func:`read_label_history`)."""
     if frame.empty:
         return 0
     part = frame[[config.entity_key, config.timestamp, config.label]].copy()
     part[config.label] = part[config.label].astype(str)
+    record_label_changes(part, config, labels_dir)
     table = pa.Table.from_pandas(part, preserve_index=False)
     return merge_day_files(
         table, Path(labels_dir), config.entity_key, config.timestamp, recovery=REINGEST

@@ -100,7 +100,11 @@ def demo(
     image_pool: int = typer.Option(4_000, help="Distinct photos drawn from (0: all 10,000)."),
     production_days: int = typer.Option(10, help="Simulated production days."),
     rows_per_day: int = typer.Option(400, help="Orders per production day."),
-    scenario: str = typer.Option("image_camera", help="Drift scenario switched on at onset."),
+    scenario: str = typer.Option(
+        "image_camera",
+        help="Drift or poisoning scenario switched on at onset (join with '+', e.g. "
+        "image_camera+poison_segment; see features/drift_sim.py).",
+    ),
     intensity: float = typer.Option(1.0, help="Drift intensity in [0, 1]."),
     onset_day: int = typer.Option(3, help="First drifted production day."),
     then: str = typer.Option(
@@ -354,8 +358,19 @@ def promote(
     latest = labels[runtime.config.timestamp].max()
     recent = labels[labels[runtime.config.timestamp] >= latest - timedelta(days=days)]
     holdout = get_training_frame(runtime.store, runtime.config, recent)
+    from features.golden import latest_golden
+
+    found = latest_golden(runtime.settings.data_dir / "golden")
+    golden = get_training_frame(runtime.store, runtime.config, found[1]) if found else None
     decision = promote_if_better(
-        client, name, version, holdout, runtime.config.label, gate, lock=runtime.promotion_lock
+        client,
+        name,
+        version,
+        holdout,
+        runtime.config.label,
+        gate,
+        lock=runtime.promotion_lock,
+        golden=golden,
     )
     if force and not decision.promote and not decision.reason.endswith("already champion"):
         event = force_champion(

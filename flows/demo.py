@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.demo_data import DEMO_START, DemoSources
-from features.drift_sim import SCENARIOS, simulate_window
+from features.drift_sim import POISONING, SCENARIOS, check_scenario, simulate_window
 from features.store import read_labels
 from flows.cycle import CycleParams, cycle_flow
 from flows.ingest import IngestParams, ingest_flow
@@ -74,7 +74,11 @@ class DemoParams(BaseModel):
     )
     production_days: int = Field(default=10, ge=3, description="Simulated production days.")
     rows_per_day: int = Field(default=400, ge=50, description="Orders per production day.")
-    scenario: str = Field(default="image_camera", description=f"One of {', '.join(SCENARIOS)}.")
+    scenario: str = Field(
+        default="image_camera",
+        description=f"One of {', '.join(SCENARIOS + POISONING)}, or several joined by '+' "
+        "(image_camera+poison_segment: a drift that triggers a retrain on poisoned labels).",
+    )
     intensity: float = Field(default=1.0, ge=0.0, le=1.0)
     onset_day: int = Field(default=3, ge=0, description="First drifted production day.")
     then_scenario: str | None = Field(
@@ -93,8 +97,8 @@ class DemoParams(BaseModel):
 def demo_flow(params: DemoParams) -> pd.DataFrame:
     """Run the whole story and return the per-day summary table."""
     for name in (params.scenario, params.then_scenario):
-        if name is not None and name not in SCENARIOS:
-            raise ValueError(f"unknown scenario {name!r}; choose one of {SCENARIOS}")
+        if name is not None:
+            check_scenario(name)
     runtime = get_runtime()
     logger = get_run_logger()
     settings = runtime.settings
@@ -139,7 +143,7 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
                     end=start + timedelta(days=1),
                     raw_path=str(production),
                     monitor=MonitorParams(
-                        retrain_lookback_days=21,
+                        retrain_lookback_days=params.days + params.production_days,
                         policy=PolicyConfig(performance_drop=params.performance_drop),
                     ),
                 )
@@ -155,9 +159,7 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
                     "est. acc": round(m.estimated_accuracy, 3),
                     "action": m.action,
                     "email": _email_cell(m.action, m.email),
-                    "retrain": "-"
-                    if m.retrain_version is None
-                    else f"v{m.retrain_version} {'promoted' if m.retrain_promoted else 'rejected'}",
+                    "retrain": _retrain_cell(m.retrain_version, m.retrain_promoted),
                     "_p": m.p_values,
                     "_start": start,
                 }
@@ -186,6 +188,14 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     create_table_artifact(key="demo-summary", table=shown.to_dict("records"))
     create_markdown_artifact(key="demo-plot", markdown=f"Drift and accuracy plot: `{plot}`")
     return table
+
+
+def _retrain_cell(version: str | None, promoted: bool | None) -> str:
+    if version is None:
+        return "-"
+    if version == "":
+        return "blocked (integrity)"
+    return f"v{version} {'promoted' if promoted else 'rejected'}"
 
 
 def _email_cell(action: str, email: str) -> str:

@@ -194,6 +194,9 @@ class RetrainRequest(BaseModel):
     verdict: str = ""
     flow_run: str | None = None
     reused: bool = False
+    review: str = Field(
+        default="", description="Issue 12: why a retrain was blocked or awaits approval."
+    )
 
     def summary(self) -> RetrainSummary:
         return RetrainSummary(
@@ -206,9 +209,12 @@ class RetrainRequest(BaseModel):
     def note(self) -> str:
         if self.flow_run is not None:
             return f"retraining requested: Prefect flow run {self.flow_run} (request {self.request_id})"
+        if self.review and not self.version:
+            return self.review
         verdict = "promoted to champion" if self.promoted else "not promoted by the gate"
         again = " (finished earlier for this request)" if self.reused else ""
-        return f"retrained: v{self.version} {verdict}{again}"
+        review = f". {self.review}" if self.review else ""
+        return f"retrained: v{self.version} {verdict}{again}{review}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -598,6 +604,7 @@ def act(
         promoted=trained.promoted,
         verdict=trained.reason,
         reused=trained.reused,
+        review=trained.review,
     )
 
 

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         description="Training knobs of every run that does not set its own "
         "(MMOPS_TRAIN__BATCH_SIZE=64, MMOPS_TRAIN__PATIENCE=10, ...).",
     )
+    approve_drift_retrains: bool = Field(
+        default=False,
+        description="A drift-triggered retrain that passes the gate stays challenger until "
+        "a person promotes it (`mmops promote VERSION`); the alert says what to review.",
+    )
     gate: GateConfig = Field(
         default_factory=GateConfig,
         description="Promotion-gate bounds (MMOPS_GATE__MAX_ECE=0.15, "

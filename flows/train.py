@@ -16,25 +16,41 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import EmptyWindowError
-from features.store import get_monitoring_frame, read_labels
+from features.golden import (
+    GoldenConfig,
+    GoldenManifest,
+    freeze_golden,
+    latest_golden,
+    split_golden,
+)
+from features.store import get_monitoring_frame, read_label_history, read_labels
 from features.validation import ValidationResult, check_batch
 from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime
 from monitoring.drift import DriftConfig, fit_drift_reference
 from training.evaluate import EvaluationResult, GateConfig, PromotionDecision, evaluate_model
+from training.integrity import (
+    IntegrityConfig,
+    IntegrityResult,
+    check_training_integrity,
+    integrity_markdown,
+    plot_integrity,
+)
 from training.registry import (
     REFERENCE_ARTIFACT,
     RunRecord,
     connect,
+    current_champion,
     ensure_experiment,
     git_commit,
+    load_version_classifier,
     log_training_run,
     promote_if_better,
     register_version,
     sweep_orphaned_versions,
     training_experiment_description,
 )
-from training.train import TrainConfig, TrainResult, train_model
+from training.train import TrainConfig, TrainingManifest, TrainResult, train_model
 
 DRIFT_REFERENCE_ARTIFACT = "monitoring"
 REQUEST_TAG = "mmops.request_id"
@@ -71,6 +87,14 @@ class TrainParams(BaseModel):
         description="Idempotency key of a requested retrain: a finished run with the same "
         "key is reported instead of training again (a retried or re-run request trains once).",
     )
+    integrity: IntegrityConfig = Field(
+        default_factory=IntegrityConfig,
+        description="Training-data integrity check run before training (quarantine, block).",
+    )
+    golden: GoldenConfig = Field(
+        default_factory=GoldenConfig,
+        description="The golden holdout: entities kept out of every training window.",
+    )
 
 
 class TrainOutcome(BaseModel):
@@ -83,6 +107,12 @@ class TrainOutcome(BaseModel):
     test_metrics: dict[str, float]
     reused: bool = Field(
         default=False, description="An earlier run of the same request was reported."
+    )
+    blocked: bool = Field(
+        default=False, description="The integrity check blocked the retrain: nothing trained."
+    )
+    review: str = Field(
+        default="", description="What an operator should review (blocked or awaiting approval)."
     )
 
 
@@ -102,7 +132,10 @@ class NoLabelsError(EmptyWindowError):
     cache_policy=NO_CACHE,
 )
 def load_training_set(
-    runtime: Runtime, start: datetime | None, end: datetime | None
+    runtime: Runtime,
+    start: datetime | None,
+    end: datetime | None,
+    golden: GoldenManifest | None = None,
 ) -> pd.DataFrame:
     labels = read_labels(runtime.config, runtime.settings.labels_dir, start, end)
     if labels.empty:
@@ -110,6 +143,9 @@ def load_training_set(
             f"no labels between {start} and {end}: nothing to train on "
             "(rows ingested without labels get them with `mmops labels`)"
         )
+    if golden is not None:
+        labels, held = split_golden(labels, runtime.config, golden.fraction, golden.salt)
+        get_run_logger().info("%d rows of golden-holdout entities kept out of training", held)
     return get_monitoring_frame(runtime.store, runtime.config, labels)
 
 
@@ -119,6 +155,115 @@ def training_batch_name(runtime: Runtime, frame: pd.DataFrame) -> str:
     if stamps.empty:
         return f"{runtime.config.name}-training"
     return f"{runtime.config.name}-training-{stamps.min():%Y%m%dT%H%M}-{stamps.max():%Y%m%dT%H%M}"
+
+
+@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def load_golden(
+    runtime: Runtime, golden: GoldenConfig, end: datetime | None
+) -> tuple[GoldenManifest, pd.DataFrame] | None:
+    """The golden holdout's latest frozen version and its feature rows; the first run
+    with enough member labels freezes version 1."""
+    if not golden.enabled:
+        return None
+    folder = runtime.settings.data_dir / "golden"
+    found = latest_golden(folder)
+    if found is None:
+        labels = read_labels(runtime.config, runtime.settings.labels_dir, None, end)
+        if labels.empty or freeze_golden(labels, runtime.config, folder, golden) is None:
+            return None
+        found = latest_golden(folder)
+    manifest, rows = found
+    return manifest, get_monitoring_frame(runtime.store, runtime.config, rows)
+
+
+@task(cache_policy=NO_CACHE)
+def check_integrity(
+    runtime: Runtime, frame: pd.DataFrame, params: TrainParams
+) -> IntegrityResult | None:
+    """The integrity check, judged against the champion (its probabilities on the frame,
+    its training class shares, and the end of the data it saw)."""
+    if not params.integrity.enabled:
+        return None
+    config = runtime.config
+    client = connect(runtime.settings.tracking_uri)
+    name = registered_model_name(runtime)
+    explained = prior = since = None
+    champion_version = current_champion(client, name) if _model_exists(client, name) else None
+    if champion_version is not None:
+        champion = load_version_classifier(client, name, champion_version)
+        explained = champion.predict_proba(frame)
+        prior = champion.spec.class_prior
+        since = params.reference_since or _champion_data_end(client, name, champion_version)
+    history = read_label_history(config, runtime.settings.labels_dir)
+    keys = [config.entity_key, config.timestamp]
+    overwritten = (
+        frame[keys].merge(history[keys].drop_duplicates(), on=keys, how="left", indicator=True)[
+            "_merge"
+        ]
+        == "both"
+    ).to_numpy()
+    return check_training_integrity(
+        frame, config, params.integrity, explained, prior, since, overwritten
+    )
+
+
+def _model_exists(client, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - absent before the first registration
+        return False
+    return True
+
+
+def _champion_data_end(client, name: str, version: str) -> datetime | None:
+    run_id = client.get_model_version(name, version).run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "manifest/training_manifest.json", tmp)
+        except Exception:  # noqa: BLE001 - an old run without a manifest: all rows are new
+            return None
+        manifest = TrainingManifest.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    return manifest.test.end
+
+
+def _log_integrity(client, run_id: str, result: IntegrityResult, config) -> None:
+    """The integrity report (summary, markdown, plot, flagged rows) under ``integrity/``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "integrity_summary.json").write_text(
+            result.summary.model_dump_json(indent=2), encoding="utf-8"
+        )
+        (root / "integrity_report.md").write_text(
+            integrity_markdown(result.summary), encoding="utf-8"
+        )
+        plot_integrity(result, root / "integrity.png")
+        flagged = result.flags[result.flags["quarantine"]].copy()
+        flagged.to_parquet(root / "flagged_rows.parquet", index=False)
+        client.log_artifacts(run_id, tmp, "integrity")
+    for key, value in result.summary.counts.items():
+        client.log_metric(run_id, f"integrity_{key}", value)
+    client.log_metric(run_id, "integrity_quarantined", result.summary.quarantined)
+
+
+def _log_golden(client, run_id: str, manifest: GoldenManifest, frame: pd.DataFrame, label: str):
+    """The golden holdout as an MLflow dataset input of the run (context golden_holdout)."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    keys = [c for c in frame.columns if not c.endswith("_emb")]
+    dataset = mlflow.data.from_pandas(
+        frame[keys], name=manifest.name, targets=label, digest=manifest.digest[:20]
+    )
+    client.log_inputs(
+        run_id,
+        datasets=[
+            DatasetInput(
+                dataset._to_mlflow_entity(),
+                tags=[InputTag(key="mlflow.data.context", value="golden_holdout")],
+            )
+        ],
+    )
+    client.set_tag(run_id, "mmops.golden", f"{manifest.name} ({manifest.n_rows} rows)")
 
 
 @task(cache_policy=NO_CACHE)
@@ -236,7 +381,12 @@ def _log_drift_reference(client, record: RunRecord, runtime: Runtime, drift: Dri
     cache_policy=NO_CACHE,
 )
 def promote(
-    runtime: Runtime, version: str, holdout: pd.DataFrame, gate: GateConfig
+    runtime: Runtime,
+    version: str,
+    holdout: pd.DataFrame,
+    gate: GateConfig,
+    golden: pd.DataFrame | None = None,
+    move: bool = True,
 ) -> PromotionDecision:
     client = connect(runtime.settings.tracking_uri)
     return promote_if_better(
@@ -247,6 +397,8 @@ def promote(
         runtime.config.label,
         gate,
         lock=runtime.promotion_lock,
+        golden=golden,
+        move=move,
     )
 
 
@@ -264,13 +416,40 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
         end = end or datetime.now(UTC)
         start = end - timedelta(days=params.lookback_days)
     runtime.check_offline_encoders()
-    frame = load_training_set(runtime, start, end)
+    golden = load_golden(runtime, params.golden, end)
+    frame = load_training_set(runtime, start, end, golden[0] if golden else None)
+    integrity = check_integrity(runtime, frame, params)
+    if integrity is not None and integrity.blocked:
+        return _blocked(runtime, params, integrity)
+    if integrity is not None and integrity.quarantine.any():
+        frame = frame[~integrity.quarantine].reset_index(drop=True)
     gate = validate_training_set(runtime, frame, training_batch_name(runtime, frame))
     result = fit(runtime, frame, params, gate)
     evaluation = evaluate(runtime, result)
     record = log_run(runtime, result, evaluation, params, gate)
+    client = connect(runtime.settings.tracking_uri)
+    if integrity is not None:
+        _log_integrity(client, record.run_id, integrity, runtime.config)
+    if golden is not None:
+        _log_golden(client, record.run_id, golden[0], golden[1], runtime.config.label)
     version = register(runtime, record)
-    decision = promote(runtime, version, result.splits.test, params.gate or runtime.settings.gate)
+    approval = params.trigger == "drift" and runtime.settings.approve_drift_retrains
+    decision = promote(
+        runtime,
+        version,
+        result.splits.test,
+        params.gate or runtime.settings.gate,
+        golden[1] if golden else None,
+        not approval,
+    )
+    review = ""
+    if approval and decision.promote:
+        review = (
+            f"v{version} passed the gate and stays challenger until approved (drift-triggered "
+            f"retrain). Review its gate verdict (model version description) and the "
+            f"integrity report (run {record.run_id}, artifacts integrity/); promote with "
+            f"`mmops promote {version}`."
+        )
     metrics = {k: v for k, v in evaluation.flat_metrics("test").items() if "slice" not in k}
     create_markdown_artifact(
         key="train-summary",
@@ -279,9 +458,43 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     return TrainOutcome(
         run_id=record.run_id,
         version=version,
-        promoted=decision.promote,
+        promoted=decision.promote and not approval,
         reason=decision.reason,
         test_metrics=metrics,
+        review=review,
+    )
+
+
+def _blocked(runtime: Runtime, params: TrainParams, integrity: IntegrityResult) -> TrainOutcome:
+    """Log the blocked check as a run of its own (report and plot) and say why."""
+    client = connect(runtime.settings.tracking_uri)
+    experiment = ensure_experiment(
+        client, TRAINING_EXPERIMENT.format(name=runtime.config.name), runtime.artifact_location
+    )
+    run = client.create_run(experiment, run_name=f"{params.trigger} blocked by integrity check")
+    client.set_tag(run.info.run_id, "mmops.integrity", "blocked")
+    if params.request_id:
+        client.set_tag(run.info.run_id, REQUEST_TAG, params.request_id)
+    _log_integrity(client, run.info.run_id, integrity, runtime.config)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    summary = integrity.summary
+    review = (
+        "retrain blocked by the training-data integrity check: "
+        + "; ".join(summary.reasons)
+        + ". Look at: "
+        + "; ".join(summary.look_at or ["the flagged rows"])
+        + f" (run {run.info.run_id}, artifacts integrity/)."
+    )
+    get_run_logger().warning(review)
+    create_markdown_artifact(key="train-summary", markdown=integrity_markdown(summary))
+    return TrainOutcome(
+        run_id=run.info.run_id,
+        version="",
+        promoted=False,
+        reason=review,
+        test_metrics={},
+        blocked=True,
+        review=review,
     )
 
 

@@ -89,6 +89,21 @@ class EvaluationResult(BaseModel):
         "this many rows (labels redrawn from its own probabilities, 200 draws): the part of "
         "the measured ECE that sampling noise alone explains.",
     )
+    row_labels: list[int] = Field(
+        default_factory=list,
+        exclude=True,
+        description="Per row: the true class index (for paired tests; not serialised).",
+    )
+    row_predictions: list[int] = Field(
+        default_factory=list,
+        exclude=True,
+        description="Per row: the predicted class index (for paired tests; not serialised).",
+    )
+    row_slices: dict[str, list[str]] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="Per slice column: each row's value (for paired slice tests).",
+    )
 
     def flat_metrics(self, prefix: str = "test") -> dict[str, float]:
         """Metrics as a flat ``name -> value`` dict for tracking (None values dropped)."""
@@ -291,6 +306,8 @@ def evaluate_model(
             ablation[name] = compute_metrics(y, masked, k)
     confusion = np.zeros((k, k), dtype=int)
     np.add.at(confusion, (y, proba.argmax(axis=1)), 1)
+    row_slices = {column: frame[column].astype(str).tolist() for column in slice_columns}
+    row_slices["modalities"] = [str(v) for v in patterns]
     return EvaluationResult(
         classes=classes,
         overall=compute_metrics(y, proba, k),
@@ -303,6 +320,9 @@ def evaluate_model(
         reliability_uncalibrated=reliability_bins(y, proba_raw),
         reliability_calibrated=reliability_bins(y, proba),
         ece_sampling_error=ece_sampling_error(proba),
+        row_labels=y.tolist(),
+        row_predictions=proba.argmax(axis=1).tolist(),
+        row_slices=row_slices,
     )
 
 
@@ -406,7 +426,25 @@ class GateConfig(BaseModel):
     min_improvement: float = Field(
         default=0.0,
         ge=0.0,
-        description="The challenger must beat the champion's primary metric by more than this.",
+        description="On the recent holdout the challenger must beat the champion by more "
+        "than this, judged on the lower bound of the paired bootstrap interval of the "
+        "difference (so a gain within noise does not promote).",
+    )
+    non_inferiority_margin: float = Field(
+        default=0.03,
+        ge=0.0,
+        description="On the golden holdout the challenger may be worse than the champion "
+        "by at most this: the lower bound of the paired interval of the difference must "
+        "stay above -margin.",
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1.0,
+        description="One-sided confidence of each paired bootstrap bound.",
+    )
+    n_resamples: int = Field(
+        default=2000, ge=100, description="Bootstrap resamples of the paired tests."
     )
     min_improvement_over_baseline: float = Field(
         default=0.05,
@@ -416,7 +454,8 @@ class GateConfig(BaseModel):
     slice_tolerance: float = Field(
         default=0.05,
         ge=0.0,
-        description="No slice's primary metric may fall by more than this against the champion.",
+        description="No slice's primary metric may fall by more than this against the champion "
+        "(on the golden holdout: and the fall must be significant in the paired test).",
     )
     min_slice_rows: int = Field(
         default=100,
@@ -445,6 +484,26 @@ class GateCheck(BaseModel):
     detail: str
 
 
+class PairedComparison(BaseModel):
+    """Challenger against champion on the same rows: the difference and its interval."""
+
+    model_config = ConfigDict(frozen=True)
+
+    holdout: Literal["recent", "golden"]
+    slice: str = Field(default="overall", description="'overall' or a slice key.")
+    metric: PrimaryMetric
+    n_rows: int
+    champion: float
+    challenger: float
+    delta: float = Field(description="challenger - champion.")
+    low: float = Field(description="Lower one-sided bound of delta (nan without a test).")
+    high: float = Field(description="Upper one-sided bound of delta (nan without a test).")
+    test: str = Field(description="How the interval was computed.")
+    mcnemar_p: float | None = Field(
+        default=None, description="Exact McNemar p-value of the accuracy difference."
+    )
+
+
 class PromotionDecision(BaseModel):
     """Whether a challenger becomes champion, with every check and the reason."""
 
@@ -456,17 +515,237 @@ class PromotionDecision(BaseModel):
     candidate_metric: float
     reference_metric: float = Field(description="The champion's metric, or the baseline's.")
     against: Literal["champion", "baseline"]
+    comparisons: list[PairedComparison] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    def verdict_markdown(self) -> str:
+        """The gate's verdict as a markdown table (champion vs challenger per holdout and
+        slice, with the test used), then the failed checks and warnings."""
+        head = (
+            f"**Gate verdict: {'PROMOTE' if self.promote else 'REJECT'}** "
+            f"(against the {self.against})\n\n"
+        )
+        lines = []
+        if self.comparisons:
+            lines += [
+                "| holdout | slice | rows | champion | challenger | delta | bound | test |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for c in self.comparisons:
+                bound = "-" if np.isnan(c.low) else f"[{c.low:+.4f}, {c.high:+.4f}]"
+                lines.append(
+                    f"| {c.holdout} | {c.slice} | {c.n_rows} | {c.champion:.4f} | "
+                    f"{c.challenger:.4f} | {c.delta:+.4f} | {bound} | {c.test} |"
+                )
+            lines.append("")
+        lines += [f"- {'pass' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
+        lines += [f"- warning: {w}" for w in self.warnings]
+        return head + "\n".join(lines) + "\n"
+
+
+def _bootstrap_scores(
+    y: np.ndarray, pred: np.ndarray, idx: np.ndarray, n_classes: int, metric: PrimaryMetric
+) -> np.ndarray:
+    """The metric of ``pred`` on each resample (rows ``idx``: resamples x rows)."""
+    ys, ps = y[idx], pred[idx]
+    if metric == "accuracy":
+        return (ys == ps).mean(axis=1)
+    f1 = np.zeros(len(idx))
+    for c in range(n_classes):
+        tp = ((ys == c) & (ps == c)).sum(axis=1)
+        denom = (ys == c).sum(axis=1) + (ps == c).sum(axis=1)
+        f1 += np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return f1 / n_classes
+
+
+def _point(y: np.ndarray, pred: np.ndarray, n_classes: int, metric: PrimaryMetric) -> float:
+    idx = np.arange(len(y))[None, :]
+    return float(_bootstrap_scores(y, pred, idx, n_classes, metric)[0])
+
+
+def paired_bootstrap(
+    y: np.ndarray,
+    pred_challenger: np.ndarray,
+    pred_champion: np.ndarray,
+    n_classes: int,
+    metric: PrimaryMetric,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Difference ``challenger - champion`` of ``metric`` on the same rows, with one-sided
+    ``confidence`` bounds from a paired bootstrap (both models scored on each resample).
+
+    Returns:
+        ``(delta, low, high)``.
+
+    Raises:
+        ValueError: the arrays differ in length or are empty.
+    """
+    y, a, b = (np.asarray(v, dtype=np.int64) for v in (y, pred_challenger, pred_champion))
+    if not (len(y) == len(a) == len(b)) or len(y) == 0:
+        raise ValueError(f"paired test needs equal, non-empty rows: {len(y)}, {len(a)}, {len(b)}")
+    rng = np.random.default_rng(seed)
+    deltas = []
+    chunk = max(1, min(n_resamples, 2_000_000 // len(y)))
+    done = 0
+    while done < n_resamples:
+        m = min(chunk, n_resamples - done)
+        idx = rng.integers(0, len(y), size=(m, len(y)))
+        deltas.append(
+            _bootstrap_scores(y, a, idx, n_classes, metric)
+            - _bootstrap_scores(y, b, idx, n_classes, metric)
+        )
+        done += m
+    spread = np.concatenate(deltas)
+    delta = _point(y, a, n_classes, metric) - _point(y, b, n_classes, metric)
+    low, high = np.quantile(spread, [1 - confidence, confidence])
+    return float(delta), float(low), float(high)
+
+
+def mcnemar_p(y: np.ndarray, pred_challenger: np.ndarray, pred_champion: np.ndarray) -> float:
+    """Exact (binomial) McNemar p-value, two-sided, of the two models' accuracy."""
+    from scipy.stats import binomtest
+
+    right_a = np.asarray(pred_challenger) == np.asarray(y)
+    right_b = np.asarray(pred_champion) == np.asarray(y)
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def _has_rows(*evaluations: EvaluationResult) -> bool:
+    first = evaluations[0]
+    return all(
+        len(e.row_predictions) == len(first.row_labels) > 0 and e.row_labels == first.row_labels
+        for e in evaluations
+    )
+
+
+def compare_paired(
+    challenger: EvaluationResult,
+    champion: EvaluationResult,
+    gate: GateConfig,
+    holdout: Literal["recent", "golden"],
+    rows: np.ndarray | None = None,
+    slice_key: str = "overall",
+) -> PairedComparison:
+    """Paired comparison of two evaluations of the same rows (``rows``: a boolean mask of
+    a slice). Without per-row predictions, the metrics are compared as points."""
+    metric = gate.primary_metric
+    k = len(challenger.classes)
+    if not _has_rows(challenger, champion):
+        a, b = challenger.overall.value(metric), champion.overall.value(metric)
+        return PairedComparison(
+            holdout=holdout,
+            slice=slice_key,
+            metric=metric,
+            n_rows=challenger.overall.n_rows,
+            champion=b,
+            challenger=a,
+            delta=a - b,
+            low=float("nan"),
+            high=float("nan"),
+            test="none (metrics only, no per-row predictions)",
+        )
+    y = np.asarray(challenger.row_labels)
+    a, b = np.asarray(challenger.row_predictions), np.asarray(champion.row_predictions)
+    if rows is not None:
+        y, a, b = y[rows], a[rows], b[rows]
+    delta, low, high = paired_bootstrap(
+        y, a, b, k, metric, gate.confidence, gate.n_resamples, seed=len(y)
+    )
+    return PairedComparison(
+        holdout=holdout,
+        slice=slice_key,
+        metric=metric,
+        n_rows=len(y),
+        champion=_point(y, b, k, metric),
+        challenger=_point(y, a, k, metric),
+        delta=delta,
+        low=low,
+        high=high,
+        test=f"paired bootstrap, {gate.n_resamples} resamples, one-sided {gate.confidence:.0%}",
+        mcnemar_p=mcnemar_p(y, a, b),
+    )
+
+
+def _slice_checks(
+    candidate: EvaluationResult,
+    champion: EvaluationResult,
+    gate: GateConfig,
+    holdout: Literal["recent", "golden"],
+    comparisons: list[PairedComparison],
+    skipped: list[str],
+) -> GateCheck:
+    """Slices whose primary metric fell by more than the tolerance (on the golden holdout:
+    and significantly, in the paired test)."""
+    metric = gate.primary_metric
+    theirs = {s.key: s.metrics for s in champion.slices}
+    worse = []
+    paired = holdout == "golden" and _has_rows(candidate, champion)
+    for s in candidate.slices:
+        other = theirs.get(s.key)
+        if other is None:
+            continue
+        if min(s.metrics.n_rows, other.n_rows) < gate.min_slice_rows:
+            skipped.append(f"{holdout} {s.key} ({s.metrics.n_rows} rows)")
+            continue
+        drop = other.value(metric) - s.metrics.value(metric)
+        if paired:
+            values = np.asarray(candidate.row_slices.get(s.slice_by, []))
+            if len(values) == len(candidate.row_labels):
+                comparison = compare_paired(
+                    candidate, champion, gate, holdout, values == s.value, s.key
+                )
+                comparisons.append(comparison)
+                if drop > gate.slice_tolerance and comparison.high < 0:
+                    worse.append(f"{s.key} (-{drop:.3f}, bound {comparison.high:+.3f})")
+                continue
+        if drop > gate.slice_tolerance:
+            worse.append(f"{s.key} (-{drop:.3f})")
+    name = "slices" if holdout == "recent" else "golden_slices"
+    return GateCheck(
+        name=name,
+        passed=not worse,
+        detail="no slice worse than tolerance"
+        if not worse
+        else f"worse by more than {gate.slice_tolerance}: {', '.join(worse)}",
+    )
+
+
+def _ablation_warnings(evaluation: EvaluationResult, metric: PrimaryMetric) -> list[str]:
+    full = evaluation.overall.value(metric)
+    return [
+        f"the model without {name} scores {m.value(metric):.4f} > the full model's {full:.4f}"
+        for name, m in evaluation.ablation.items()
+        if m.value(metric) > full
+    ]
 
 
 def check_promotion(
     candidate: EvaluationResult,
     champion: EvaluationResult | None,
     gate: GateConfig,
+    golden_candidate: EvaluationResult | None = None,
+    golden_champion: EvaluationResult | None = None,
 ) -> PromotionDecision:
-    """Decide promotion from two evaluations on the same holdout (``champion=None``: first)."""
+    """Decide promotion from evaluations on the same holdouts (``champion=None``: first).
+
+    ``candidate``/``champion`` are scored on the recent holdout (the challenger's test
+    split): the challenger must be better there, judged on a paired bootstrap bound.
+    ``golden_*`` are scored on the golden holdout (entities no training window holds,
+    labels frozen): there the challenger must be non-inferior within
+    ``gate.non_inferiority_margin``, and no slice may fall significantly. Poisoned recent
+    labels sit in the recent holdout too; the golden holdout is what they cannot reach.
+    """
     metric = gate.primary_metric
     value = candidate.overall.value(metric)
     checks: list[GateCheck] = []
+    comparisons: list[PairedComparison] = []
+    skipped: list[str] = []
+    warnings = _ablation_warnings(candidate, metric)
     if champion is None:
         reference = candidate.baseline.value(metric)
         needed = reference + gate.min_improvement_over_baseline
@@ -478,34 +757,54 @@ def check_promotion(
                 f"+ margin {gate.min_improvement_over_baseline}",
             )
         )
+        if golden_candidate is not None:
+            golden_value = golden_candidate.overall.value(metric)
+            golden_base = golden_candidate.baseline.value(metric)
+            checks.append(
+                GateCheck(
+                    name=f"golden_{metric}_vs_baseline",
+                    passed=golden_value > golden_base + gate.min_improvement_over_baseline,
+                    detail=f"golden {golden_value:.4f} vs baseline {golden_base:.4f} "
+                    f"+ margin {gate.min_improvement_over_baseline}",
+                )
+            )
     else:
         reference = champion.overall.value(metric)
-        needed = reference + gate.min_improvement
+        recent = compare_paired(candidate, champion, gate, "recent")
+        comparisons.append(recent)
+        judged = recent.delta if np.isnan(recent.low) else recent.low
         checks.append(
             GateCheck(
                 name=f"{metric}_vs_champion",
-                passed=value > needed,
-                detail=f"{value:.4f} vs champion {reference:.4f} + margin {gate.min_improvement}",
+                passed=judged > gate.min_improvement,
+                detail=f"{value:.4f} vs champion {reference:.4f} "
+                + (
+                    f"(point difference) + margin {gate.min_improvement}"
+                    if np.isnan(recent.low)
+                    else f"(delta {recent.delta:+.4f}, lower bound {recent.low:+.4f} must "
+                    f"exceed {gate.min_improvement})"
+                ),
             )
         )
-        theirs = {s.key: s.metrics for s in champion.slices}
-        worse = []
-        for s in candidate.slices:
-            other = theirs.get(s.key)
-            if other is None or min(s.metrics.n_rows, other.n_rows) < gate.min_slice_rows:
-                continue
-            drop = other.value(metric) - s.metrics.value(metric)
-            if drop > gate.slice_tolerance:
-                worse.append(f"{s.key} (-{drop:.3f})")
-        checks.append(
-            GateCheck(
-                name="slices",
-                passed=not worse,
-                detail="no slice worse than tolerance"
-                if not worse
-                else f"worse by more than {gate.slice_tolerance}: {', '.join(worse)}",
+        checks.append(_slice_checks(candidate, champion, gate, "recent", comparisons, skipped))
+        if golden_candidate is not None and golden_champion is not None:
+            golden = compare_paired(golden_candidate, golden_champion, gate, "golden")
+            comparisons.append(golden)
+            judged = golden.delta if np.isnan(golden.low) else golden.low
+            checks.append(
+                GateCheck(
+                    name=f"golden_{metric}_non_inferior",
+                    passed=judged > -gate.non_inferiority_margin,
+                    detail=f"golden {golden.challenger:.4f} vs champion {golden.champion:.4f} "
+                    f"(delta {golden.delta:+.4f}, lower bound {judged:+.4f} must exceed "
+                    f"-{gate.non_inferiority_margin})",
+                )
             )
-        )
+            checks.append(
+                _slice_checks(
+                    golden_candidate, golden_champion, gate, "golden", comparisons, skipped
+                )
+            )
     ece = candidate.overall.ece if candidate.overall.ece is not None else float("inf")
     allowance = candidate.ece_sampling_error if gate.ece_allows_sampling_error else 0.0
     checks.append(
@@ -520,6 +819,10 @@ def check_promotion(
             ),
         )
     )
+    if skipped:
+        warnings.append(
+            f"slices skipped for size (< {gate.min_slice_rows} rows): {', '.join(skipped)}"
+        )
     promote = all(c.passed for c in checks)
     failed = [c for c in checks if not c.passed]
     reason = (
@@ -534,4 +837,6 @@ def check_promotion(
         candidate_metric=value,
         reference_metric=reference,
         against="baseline" if champion is None else "champion",
+        comparisons=comparisons,
+        warnings=warnings,
     )

@@ -83,6 +83,9 @@ KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 HISTORY_ARTIFACT = "registry/alias_history.csv"
 LOGGED_MODEL_TYPE = "mmops-fusion"
+# The gate's verdict table opens each version's description, between these markers.
+VERDICT_START = "<!-- gate verdict -->"
+VERDICT_END = "<!-- /gate verdict -->"
 Trigger = Literal["scheduled", "drift", "manual"]
 T = TypeVar("T")
 PromotionLock = Callable[[str], AbstractContextManager]
@@ -1149,9 +1152,16 @@ def promote_if_better(
     lock_timeout_s: float = 600.0,
     retry: RetryConfig | None = None,
     lock: PromotionLock | None = None,
+    golden: pd.DataFrame | None = None,
+    move: bool = True,
 ) -> PromotionDecision:
     """Evaluate ``version`` and the current champion on the same holdout; promote if the
     gate passes.
+
+    With ``golden`` (the golden holdout's feature rows) both are scored there too and the
+    challenger must be non-inferior on it. With ``move=False`` the gate is run and
+    recorded but the alias stays (a version awaiting human approval stays challenger;
+    its decision tag reads ``awaiting_approval``).
 
     Runs under the promotion lock, first completes any half-done move
     (:func:`reconcile_registry`), and re-reads the champion just before moving the alias
@@ -1169,6 +1179,11 @@ def promote_if_better(
     retry = retry or RetryConfig()
     candidate_model = load_version_classifier(client, name, version)
     candidate = evaluate_model(candidate_model, holdout, label_column)
+    golden_candidate = (
+        evaluate_model(candidate_model, golden, label_column)
+        if golden is not None and len(golden)
+        else None
+    )
     with _promotion_lock(client, name, lock_path, lock_timeout_s, lock):
         reconcile_registry(client, name, retry)
         for _ in range(3):
@@ -1177,18 +1192,20 @@ def promote_if_better(
             )
             if champion_version == version:
                 return _already_champion(client, name, version, candidate, gate, retry)
-            champion = None
+            champion = golden_champion = None
             if champion_version is not None:
                 champion_model = load_version_classifier(client, name, champion_version)
                 champion = evaluate_model(champion_model, holdout, label_column)
-            decision = check_promotion(candidate, champion, gate)
+                if golden_candidate is not None:
+                    golden_champion = evaluate_model(champion_model, golden, label_column)
+            decision = check_promotion(candidate, champion, gate, golden_candidate, golden_champion)
             if (
                 call_with_retry(lambda: current_champion(client, name), retry, "re-read champion")
                 != champion_version
             ):
                 continue  # moved while we compared: compare again against the new holder
-            _record_decision(client, name, version, decision, champion_version, retry)
-            if decision.promote:
+            _record_decision(client, name, version, decision, champion_version, retry, move)
+            if decision.promote and move:
                 _move_champion(
                     client,
                     name,
@@ -1245,9 +1262,13 @@ def _record_decision(
     decision: PromotionDecision,
     champion_version: str | None,
     retry: RetryConfig,
+    move: bool = True,
 ) -> None:
+    verdict = "reject"
+    if decision.promote:
+        verdict = "promote" if move else "awaiting_approval"
     tags = {
-        "mmops.gate.decision": "promote" if decision.promote else "reject",
+        "mmops.gate.decision": verdict,
         "mmops.gate.reason": decision.reason[:MAX_TAG_CHARS],
         "mmops.gate.against": f"v{champion_version}" if champion_version else "baseline",
         "mmops.gate.at": _now(),
@@ -1258,6 +1279,16 @@ def _record_decision(
             retry,
             "tag gate decision",
         )
+    version_info = call_with_retry(lambda: client.get_model_version(name, version), retry, "read")
+    description = version_info.description or ""
+    if VERDICT_END in description:
+        description = description.split(VERDICT_END, 1)[1].lstrip("\n")
+    verdict_block = f"{VERDICT_START}\n{decision.verdict_markdown()}{VERDICT_END}\n\n"
+    call_with_retry(
+        lambda: client.update_model_version(name, version, description=verdict_block + description),
+        retry,
+        "describe gate verdict",
+    )
 
 
 def _move_champion(

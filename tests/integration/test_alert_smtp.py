@@ -280,7 +280,7 @@ def test_alert_is_delivered_with_both_parts_and_the_report(tmp_path, plain_serve
     assert [a.strip() for a in received["To"].split(",")] == RECIPIENTS
     text = received.get_body(preferencelist=("plain",)).get_content()
     html = received.get_body(preferencelist=("html",)).get_content()
-    assert "p-value 0.004 vs threshold 0.0125" in text
+    assert "text: DRIFTED, p-value 0.004 (threshold 0.0125" in text
     assert "review:embedding" in html and "0.730" in html and "0.800" in html
     assert "[EMAIL]" in html and "jane@example.com" not in received.as_string()
     assert "&lt;b&gt;this&lt;/b&gt;" in html

@@ -338,3 +338,33 @@ def test_real_demo_rows_train_and_score_through_pyfunc(demo_frame, tmp_path):
     proba = model.predict(result.splits.test.drop(columns=[config.label]))
     assert list(proba.columns) == ["proba_no", "proba_yes"]
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_approval_keeps_a_passing_version_challenger_and_the_verdict_opens_its_description(
+    mlflow_env,
+):
+    """Issue 12/14: with ``move=False`` (a drift retrain awaiting approval) the gate runs
+    on the recent and golden holdouts and is recorded, the alias stays; the description
+    opens with the verdict table, replaced (not stacked) when the gate runs again."""
+    client, holdout, name = mlflow_env["client"], mlflow_env["holdout"], "approval-model"
+    golden = synthetic_frame(400, seed=9)
+    weak = _register(mlflow_env, name, "weak")
+    assert promote_if_better(client, name, weak, holdout, "reorder", GATE, golden=golden).promote
+    good = _register(mlflow_env, name, "good")
+    waiting = promote_if_better(
+        client, name, good, holdout, "reorder", GATE, golden=golden, move=False
+    )
+    assert waiting.promote
+    assert {c.holdout for c in waiting.comparisons} == {"recent", "golden"}
+    assert current_champion(client, name) == weak
+    version = client.get_model_version(name, good)
+    assert version.tags["mmops.gate.decision"] == "awaiting_approval"
+    assert version.description.startswith("<!-- gate verdict -->\n**Gate verdict: PROMOTE**")
+    assert (
+        "| golden | overall |" in version.description and "paired bootstrap" in version.description
+    )
+    assert "## Metrics" in version.description  # the model card follows the verdict
+    approved = promote_if_better(client, name, good, holdout, "reorder", GATE, golden=golden)
+    assert approved.promote and current_champion(client, name) == good
+    description = client.get_model_version(name, good).description
+    assert description.count("<!-- gate verdict -->") == 1

@@ -48,8 +48,13 @@ def synthetic_frame(
     classes: tuple[str, ...] = ("no", "yes"),
     missing_share: float = 0.1,
     label_noise: float = 0.3,
+    image_shift: bool = False,
 ) -> pd.DataFrame:
-    """A feature frame whose label depends on text, image and tabular signals."""
+    """A feature frame whose label depends on text, image and tabular signals.
+
+    ``image_shift``: photos from a new camera; the image signal lies along another
+    direction, so a model fitted before the shift loses it (a drift a retrain can fix).
+    """
     rng = np.random.default_rng(seed)
     a = rng.choice([-1.0, 1.0], n_rows)  # text latent
     b = rng.choice([-1.0, 1.0], n_rows)  # image latent
@@ -67,6 +72,8 @@ def synthetic_frame(
     directions = np.random.default_rng(12345)
     text_dir = _unit(directions.normal(size=(1, TEXT_DIM)))[0]
     image_dir = _unit(directions.normal(size=(1, IMAGE_DIM)))[0]
+    if image_shift:
+        image_dir = _unit(directions.normal(size=(1, IMAGE_DIM)))[0]
     text = _unit(rng.normal(size=(n_rows, TEXT_DIM)) * 0.5 + a[:, None] * text_dir)
     image = _unit(rng.normal(size=(n_rows, IMAGE_DIM)) * 0.5 + b[:, None] * image_dir)
     text_present = (rng.random(n_rows) >= missing_share).astype(np.int64)

@@ -1,0 +1,96 @@
+"""Poisoning benchmark: how often a poisoned retrain is promoted, how often a clean one
+still is, and the precision and recall of the rows the integrity check flags.
+
+    python -m benchmarks.poisoning [--seeds 5]
+
+Each seed: a champion trained on 1,200 clean synthetic rows (signal in text, image and
+tabular inputs; ``tests/unit/training/synthetic.py``), a golden holdout of 800 clean
+rows, and a retrain window of the history plus 700 new rows under a camera shift (the
+drift that asks for a retrain), poisoned by each scenario of ``features/drift_sim.py``.
+The retrain goes through what the train flow runs: integrity check -> quarantine ->
+train -> recent and golden holdouts -> paired-bootstrap gate. For comparison the same
+retrain is judged by the old gate (recent holdout only, any point gain promotes, no
+integrity check). Prints a markdown table for benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from tests.unit.training.poisoning import CONFIG, FAST_TRAIN, GATE, build_world, new_window, retrain
+from training.evaluate import evaluate_model
+from training.train import train_model
+
+SCENARIOS = (
+    "clean",
+    "poison_segment",
+    "poison_random_5",
+    "poison_random_10",
+    "poison_random_20",
+    "poison_duplicates",
+    "poison_trigger",
+)
+
+
+def old_gate(world, scenario: str) -> bool:
+    """The gate before issue 12: no check, the challenger's own test split, any gain."""
+    window, _ = new_window(world, scenario)
+    trained = train_model(window, CONFIG, FAST_TRAIN.model_copy(update={"seed": world.seed}))
+    test = trained.splits.test
+    new = evaluate_model(trained.model, test, "reorder").overall.macro_f1
+    old = evaluate_model(world.champion.model, test, "reorder").overall.macro_f1
+    return bool(new > old)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/poisoning.json"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = {s: [] for s in SCENARIOS}
+    for seed in range(args.seeds):
+        world = build_world(seed)
+        for scenario in SCENARIOS:
+            outcome = retrain(world, scenario, GATE)
+            rows[scenario].append(
+                {
+                    "seed": seed,
+                    "promoted": outcome.promoted,
+                    "blocked": outcome.blocked,
+                    "old_gate_promoted": old_gate(world, scenario),
+                    "poisoned": outcome.poisoned,
+                    "flagged": outcome.suspicious,
+                    "true_flags": outcome.true_suspicious,
+                    "reason": outcome.reason[:300],
+                }
+            )
+            print(scenario, seed, rows[scenario][-1], flush=True)
+    lines = [
+        "| scenario | poisoned rows (mean) | promoted, old gate | promoted, new | blocked by "
+        "integrity | flag precision | flag recall |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario, results in rows.items():
+        n = len(results)
+        poisoned = sum(r["poisoned"] for r in results)
+        flagged = sum(r["flagged"] for r in results)
+        true = sum(r["true_flags"] for r in results)
+        precision = f"{true / flagged:.0%}" if flagged and poisoned else "-"
+        recall = f"{true / poisoned:.0%}" if poisoned else "-"
+        lines.append(
+            f"| {scenario} | {poisoned / n:.0f} | {sum(r['old_gate_promoted'] for r in results)}/{n}"
+            f" | {sum(r['promoted'] for r in results)}/{n} | "
+            f"{sum(r['blocked'] for r in results)}/{n} | {precision} | {recall} |"
+        )
+    table = "\n".join(lines)
+    print(f"\n{table}\n\n{args.seeds} seeds, {time.perf_counter() - started:.0f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Poisoned retrains are not promoted; a clean drift retrain still is (issue 12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.unit.training.poisoning import (
+    CONFIG,
+    FAST_TRAIN,
+    GATE,
+    build_world,
+    new_window,
+    retrain,
+)
+from training.evaluate import check_promotion, evaluate_model, paired_bootstrap
+from training.integrity import IntegrityConfig, check_training_integrity
+from training.train import train_model
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(seed=0)
+
+
+def test_reproduced_attack_fools_the_recent_holdout_but_not_the_golden_gate(world):
+    """The reported attack: flipped labels on one segment plus injected duplicates,
+    trained without the integrity check. On its own (poisoned) test split the poisoned
+    model beats the champion, which is all the old gate looked at; the golden holdout
+    (entities no window holds, labels frozen) rejects it."""
+    window, poisoned = new_window(world, "poison_segment")
+    duplicates = window[poisoned].sample(150, replace=True, random_state=0).copy()
+    duplicates["order_id"] = np.arange(5 * 10**5, 5 * 10**5 + len(duplicates))
+    window = (
+        window._append(duplicates, ignore_index=True)
+        .sort_values("event_timestamp", kind="mergesort")
+        .reset_index(drop=True)
+    )
+    trained = train_model(window, CONFIG, FAST_TRAIN)
+    test = trained.splits.test
+    champion = world.champion.model
+    recent = (
+        evaluate_model(trained.model, test, "reorder"),
+        evaluate_model(champion, test, "reorder"),
+    )
+    # The attack works on the recent holdout: the old gate (any point gain promotes).
+    assert recent[0].overall.macro_f1 > recent[1].overall.macro_f1
+    golden = (
+        evaluate_model(trained.model, world.golden, "reorder"),
+        evaluate_model(champion, world.golden, "reorder"),
+    )
+    decision = check_promotion(*recent, GATE, *golden)
+    assert not decision.promote, decision.reason
+    assert "golden" in decision.reason
+    assert "| golden | channel=app |" in decision.verdict_markdown()
+
+
+def test_integrity_check_blocks_the_reproduced_attack(world):
+    window, poisoned = new_window(world, "poison_segment")
+    result = check_training_integrity(
+        window,
+        CONFIG,
+        IntegrityConfig(),
+        explained_proba=world.champion.model.predict_proba(window),
+        previous_prior=world.champion.model.spec.class_prior,
+        new_since=world.history["event_timestamp"].max(),
+    )
+    assert result.blocked
+    assert any("channel=app" in r for r in result.summary.reasons)
+    assert any("channel=app" in r for r in result.summary.look_at)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "poison_segment",
+        "poison_random_10",
+        "poison_random_20",
+        "poison_duplicates",
+    ],
+)
+def test_poisoned_retrain_is_not_promoted(world, scenario):
+    outcome = retrain(world, scenario)
+    assert outcome.poisoned > 0
+    assert not outcome.promoted, outcome.reason
+
+
+def test_a_trigger_is_blocked_with_the_opt_in_label_tied_check(world):
+    """Off by default (it blocked the demo's clean camera-drift retrain on real
+    embeddings); opted in, the trigger rows are found and the retrain is blocked."""
+    opt_in = IntegrityConfig(max_label_tied_share=0.015)
+    outcome = retrain(world, "poison_trigger", integrity=opt_in)
+    assert outcome.blocked and "trigger" in outcome.reason
+    assert outcome.true_flags > 0
+
+
+def test_clean_drift_retrain_is_still_promoted(world):
+    outcome = retrain(world, "clean")
+    assert not outcome.blocked, outcome.reason
+    assert outcome.promoted, outcome.reason
+    assert outcome.recent_delta > 0
+
+
+def test_paired_bootstrap_separates_a_real_gain_from_noise():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 800)
+    champion = np.where(rng.random(800) < 0.8, y, 1 - y)
+    better = np.where(rng.random(800) < 0.9, y, 1 - y)
+    delta, low, high = paired_bootstrap(y, better, champion, 2, "macro_f1", n_resamples=500)
+    assert low > 0 and low < delta < high
+    same = champion.copy()
+    flip = rng.choice(800, 6, replace=False)
+    same[flip] = 1 - same[flip]
+    _, low, high = paired_bootstrap(y, same, champion, 2, "accuracy", n_resamples=500)
+    assert low < 0 < high
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_bootstrap(y, better[:-1], champion, 2, "accuracy")
