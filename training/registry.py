@@ -1284,11 +1284,24 @@ def _record_decision(
     if VERDICT_END in description:
         description = description.split(VERDICT_END, 1)[1].lstrip("\n")
     verdict_block = f"{VERDICT_START}\n{decision.verdict_markdown()}{VERDICT_END}\n\n"
+    full = _fit_description(verdict_block, description)
     call_with_retry(
-        lambda: client.update_model_version(name, version, description=verdict_block + description),
+        lambda: client.update_model_version(name, version, description=full),
         retry,
         "describe gate verdict",
     )
+
+
+def _fit_description(verdict_block: str, card: str, limit: int = MAX_TAG_CHARS) -> str:
+    """Verdict first, then as much of the model card as a registry field holds
+    (PostgreSQL's is 5,000 characters); the whole card stays in the run's artifacts."""
+    if len(verdict_block) + len(card) <= limit:
+        return verdict_block + card
+    cut = "\n\n... (the full model card is the training run's model_card.md artifact)\n"
+    room = limit - len(verdict_block) - len(cut)
+    if room <= 0:
+        return verdict_block[: limit - len(cut)] + cut
+    return verdict_block + card[:room] + cut
 
 
 def _move_champion(

@@ -30,3 +30,17 @@ def test_a_model_no_better_than_the_baseline_is_flagged(evaluation):
     weak = evaluation.model_copy(update={"overall": evaluation.baseline, "ablation": {}})
     (warning,) = training_warnings(weak)
     assert "no better than the majority-class baseline" in warning
+
+
+def test_version_description_fits_a_postgres_registry_field_verdict_first():
+    # The prod registry (PostgreSQL) refused a 5,000+ character verdict + model card.
+    from training.registry import MAX_TAG_CHARS, _fit_description
+
+    verdict = "<!-- gate verdict -->\n**Gate verdict: PROMOTE**\n<!-- /gate verdict -->\n\n"
+    card = "# Model card\n" + "x" * 6000
+    text = _fit_description(verdict, card)
+    assert len(text) <= MAX_TAG_CHARS
+    assert text.startswith(verdict) and "model_card.md" in text
+    assert _fit_description(verdict, "short card") == verdict + "short card"
+    huge = "v" * 7000
+    assert len(_fit_description(huge, card)) <= MAX_TAG_CHARS
