@@ -49,6 +49,9 @@ class GoldenManifest(BaseModel):
     end: datetime
     class_counts: dict[str, int]
     digest: str = Field(description="SHA-256 of the frozen (entity, timestamp, label) rows.")
+    reason: str = Field(
+        default="", description="Why this version was frozen (a confirmed concept change)."
+    )
 
     @property
     def name(self) -> str:
@@ -92,7 +95,11 @@ def latest_golden(golden_dir: Path) -> tuple[GoldenManifest, pd.DataFrame] | Non
 
 
 def freeze_golden(
-    labels: pd.DataFrame, config: DatasetConfig, golden_dir: Path, golden: GoldenConfig
+    labels: pd.DataFrame,
+    config: DatasetConfig,
+    golden_dir: Path,
+    golden: GoldenConfig,
+    reason: str = "",
 ) -> GoldenManifest | None:
     """Freeze the member rows of ``labels`` as the next golden version.
 
@@ -119,6 +126,7 @@ def freeze_golden(
             end=stamps.max().to_pydatetime(),
             class_counts=members[config.label].astype(str).value_counts().to_dict(),
             digest=_digest(members),
+            reason=reason,
         )
         atomic_write_frame(members, golden_dir / f"v{version}.parquet")
         atomic_write_text(golden_dir / f"v{version}.json", manifest.model_dump_json(indent=2))

@@ -299,6 +299,42 @@ def backfill(
 
 outbox_app = typer.Typer(help="Alert emails that could not be delivered.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+golden_app = typer.Typer(help="The golden holdout no training window holds.", no_args_is_help=True)
+app.add_typer(golden_app, name="golden")
+
+
+@golden_app.command("freeze")
+def golden_freeze(
+    since: str = typer.Option(
+        ..., help="Freeze the golden entities' labels stamped from here (UTC)."
+    ),
+    reason: str = typer.Option(
+        ..., help="Why (recorded in the manifest), e.g. the confirmed concept change."
+    ),
+    min_rows: int = typer.Option(200, help="Golden labels needed at least."),
+) -> None:
+    """Freeze a new golden version from recent labels, after a confirmed concept change.
+
+    A change of what the labels mean and label poisoning look alike to the data: both make
+    a retrained model disagree with the golden holdout frozen before. Only a person can
+    tell them apart; this command records that decision, after which `mmops promote N`
+    judges the refused version against the new golden labels."""
+    if not reason.strip():
+        raise typer.BadParameter("--reason must say why the golden labels are replaced")
+    from features.golden import GoldenConfig, freeze_golden
+    from features.store import read_labels
+
+    runtime = _prepare()
+    labels = read_labels(runtime.config, runtime.settings.labels_dir, _utc(since), None)
+    config = GoldenConfig(min_rows=min_rows)
+    manifest = freeze_golden(
+        labels, runtime.config, runtime.settings.data_dir / "golden", config, reason=reason
+    )
+    if manifest is None:
+        raise typer.BadParameter(
+            f"fewer than {config.min_rows} golden labels since {since}: wait for more labels"
+        )
+    _echo(manifest)
 
 
 @outbox_app.command("send")

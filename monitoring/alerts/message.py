@@ -298,6 +298,14 @@ def _next_steps(content: AlertContent) -> list[str]:
             f"Next: v{version} keeps serving; v{retrain.version} stays `challenger`. Review "
             "the gate's verdict on the version page in MLflow."
         )
+        if "golden" in retrain.verdict:
+            steps.append(
+                "The golden holdout (labels frozen before) disagrees with it. If the labels' "
+                "meaning really changed (concept drift) that is expected, but label poisoning "
+                "looks the same to the data: once a person has confirmed the change, "
+                '`mmops golden freeze --since <episode start> --reason "..."`, then '
+                f"`mmops promote {retrain.version}`."
+            )
         steps.append(
             f'To promote it anyway: `mmops promote {retrain.version} --force --reason "..."` '
             "(recorded in the alias history)."

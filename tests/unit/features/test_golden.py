@@ -66,3 +66,15 @@ def test_label_overwrites_are_kept_as_history(tmp_path):
     assert (
         read_labels(config, tmp_path).set_index("order_id").loc[[2, 5], "reorder"] == "no"
     ).all()
+
+
+def test_a_confirmed_concept_change_freezes_the_next_version_with_its_reason(tmp_path):
+    config = synthetic_config()
+    labels = _labels(3000)
+    first = freeze_golden(labels, config, tmp_path, GoldenConfig(min_rows=50))
+    later = labels[labels[config.timestamp] >= labels[config.timestamp].median()]
+    second = freeze_golden(later, config, tmp_path, GoldenConfig(min_rows=50), reason="confirmed")
+    assert first is not None and second is not None
+    assert (first.version, second.version) == (1, 2) and second.reason == "confirmed"
+    manifest, rows = latest_golden(tmp_path)
+    assert manifest.version == 2 and len(rows) == second.n_rows < first.n_rows
