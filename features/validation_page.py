@@ -118,7 +118,9 @@ def render_index(entries: list[PageEntry]) -> str:
         f"{html.escape(e.batch)}</a></td><td>{html.escape(e.suite)}</td><td>{e.n_rows}</td>"
         f'<td class="{"pass" if e.success else "fail"}">'
         f"{'passed' if e.success else f'FAILED ({e.n_failed})'}</td></tr>"
-        for e in sorted(entries, key=lambda e: e.at, reverse=True)
+        # Newest first; a batch validated in the same second as another is the newer one
+        # when it was written later (entries are kept in the order they were written).
+        for _, e in sorted(enumerate(entries), key=lambda p: (p[1].at, p[0]), reverse=True)
     ]
     return _page(
         "Data quality: validated batches",
