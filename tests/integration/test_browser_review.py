@@ -180,6 +180,7 @@ def test_version_page_shows_alias_and_model_card(state, mlflow_ui, browser, shot
         _ml(f"{mlflow_ui}/#/models/{REGISTERED_MODEL}/versions/{state.champion_version}"),
         shots / "05-champion-version.png",
         "champion",
+        "Gate verdict",
         "Model card",
         "mmops.gate.decision",
     )
