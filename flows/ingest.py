@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.embedding import record_encoders
 from features.ingest import IngestResult, ingest_rows, read_raw
 from features.store import materialize, offline_dir, write_labels, write_offline
+from features.tokens import write_tokens
 from features.validation import DataQualityError
 from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime, resolve_window, window_run_name
@@ -90,6 +91,7 @@ def gate_and_embed(runtime: Runtime, frame: pd.DataFrame, batch: str) -> dict:
 def store_offline(runtime: Runtime, features: pd.DataFrame, raw: pd.DataFrame) -> tuple:
     rows = write_offline(features, runtime.config, runtime.settings.feast_dir)
     record_encoders(offline_dir(runtime.settings.feast_dir), runtime.encoder_ids)
+    write_tokens(raw, runtime.config, runtime.settings.tokens_dir)
     labelled = raw[raw[runtime.config.label].notna()] if runtime.config.label in raw else raw[:0]
     return rows, write_labels(labelled, runtime.config, runtime.settings.labels_dir)
 

@@ -173,6 +173,11 @@ class Settings(BaseSettings):
         return self.data_dir / "labels"
 
     @property
+    def tokens_dir(self) -> Path:
+        """The words of each ingested text (``features.tokens``), for the trigger check."""
+        return self.data_dir / "tokens"
+
+    @property
     def prediction_log_dir(self) -> Path:
         return self.data_dir / "predictions"
 

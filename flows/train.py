@@ -24,6 +24,7 @@ from features.golden import (
     split_golden,
 )
 from features.store import get_monitoring_frame, read_label_history, read_labels
+from features.tokens import read_tokens
 from features.validation import ValidationResult, check_batch
 from flows.retries import retry_unless_permanent
 from flows.runtime import Runtime, get_runtime
@@ -202,8 +203,9 @@ def check_integrity(
         ]
         == "both"
     ).to_numpy()
+    tokens = read_tokens(config, runtime.settings.tokens_dir, frame[keys])
     return check_training_integrity(
-        frame, config, params.integrity, explained, prior, since, overwritten
+        frame, config, params.integrity, explained, prior, since, overwritten, tokens
     )
 
 

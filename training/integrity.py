@@ -13,7 +13,9 @@ data poisoning leaves and returns an :class:`IntegrityResult`:
   cross-validated probabilities of a linear probe;
 * per-class outliers in embedding space (spectral signature: the projection on the top
   singular vector of the class's centred embeddings, robust z-score);
-* labels overwritten after they were first stored (the label history).
+* labels overwritten after they were first stored (the label history);
+* trigger tokens: a word new in the recent texts whose rows carry one label far more
+  often than their inputs explain (a backdoor: ``features.tokens`` keeps the words).
 
 Suspicious rows are returned for quarantine; past the bounds of :class:`IntegrityConfig`
 the result is ``blocked`` with the reasons and what to look at.
@@ -39,6 +41,7 @@ REASONS = (
     "outlier",
     "label_tied_shift",
     "label_overwritten",
+    "trigger_token",
 )
 
 
@@ -109,7 +112,57 @@ class IntegrityConfig(BaseModel):
         "design), and dropping them skews the model; the issues still count towards the "
         "block (excess of the new rows over the older ones).",
     )
+    trigger_min_rows: int = Field(
+        default=10, ge=2, description="A token in fewer new rows is not judged as a trigger."
+    )
+    trigger_min_share: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="Nor is one in a smaller share of the new rows (rare words are noise).",
+    )
+    trigger_novelty: float = Field(
+        default=5.0,
+        ge=1.0,
+        description="A trigger is at least this many times more frequent in the new rows "
+        "than in the older ones (a word the champion's data already had is no trigger).",
+    )
+    trigger_purity: float = Field(
+        default=0.9,
+        gt=0.5,
+        le=1.0,
+        description="Share of the token's new rows that carry its label.",
+    )
+    trigger_z: float = Field(
+        default=4.0,
+        gt=0.0,
+        description="How far that label's count exceeds what the champion's probabilities "
+        "on the same rows explain (z-score): a word of sentiment the inputs already carry "
+        "is explained, a backdoor token is not.",
+    )
     seed: int = Field(default=0, description="Seed of the probe's folds and SVD.")
+
+
+class TriggerToken(BaseModel):
+    """A word of the new texts tied to one label beyond what the inputs explain."""
+
+    model_config = ConfigDict(frozen=True)
+
+    column: str
+    token: str
+    n_new: int = Field(description="New rows whose text holds the token.")
+    n_old: int = Field(description="Older rows whose text holds it.")
+    label: str
+    share: float = Field(description="Share of the token's new rows labelled ``label``.")
+    explained: float = Field(description="The champion's mean probability of ``label`` there.")
+    z: float
+
+    def line(self) -> str:
+        return (
+            f"token {self.token!r} ({self.column}) in {self.n_new} new rows, "
+            f"{self.share:.0%} labelled {self.label!r} where their inputs explain "
+            f"{self.explained:.0%} (z {self.z:.1f}); {self.n_old} older rows hold it"
+        )
 
 
 class SegmentLabelShift(BaseModel):
@@ -144,6 +197,7 @@ class IntegritySummary(BaseModel):
     label_issue_share_new: float = 0.0
     label_issue_share_old: float | None = None
     segments: list[SegmentLabelShift] = Field(default_factory=list)
+    trigger_tokens: list[TriggerToken] = Field(default_factory=list)
 
 
 @dataclass
@@ -321,6 +375,72 @@ def find_label_tied_shift(
     return out
 
 
+def find_trigger_tokens(
+    tokens: dict[str, list[list[str]]],
+    y: np.ndarray,
+    new: np.ndarray,
+    explained: np.ndarray,
+    classes: list[str],
+    integrity: IntegrityConfig,
+) -> tuple[list[TriggerToken], np.ndarray]:
+    """Words that arrived with the new rows and carry one label beyond what the inputs
+    explain: the trace of a backdoor (a token the attacker adds to rows he labels alike).
+
+    Per text column, a token is judged when it is in at least ``trigger_min_rows`` (and
+    ``trigger_min_share``) of the new rows and ``trigger_novelty`` times more frequent
+    there than in the older rows. For each class, the count of its rows labelled so is
+    compared with the sum of the champion's probabilities for that class on the same rows
+    (a Poisson-binomial z-score): a sentiment word the inputs already carry is explained;
+    a trigger is not, and is nearly pure.
+
+    Returns:
+        The tokens found (largest z first) and the mask of new rows carrying one with its
+        label.
+    """
+    rows = np.zeros(len(y), dtype=bool)
+    found: list[TriggerToken] = []
+    n_new, n_old = int(new.sum()), int((~new).sum())
+    if n_new == 0 or n_old == 0:
+        return found, rows
+    least = max(integrity.trigger_min_rows, int(np.ceil(integrity.trigger_min_share * n_new)))
+    for column, lists in tokens.items():
+        where_new: dict[str, list[int]] = {}
+        old_count: dict[str, int] = {}
+        for i, words in enumerate(lists):
+            if new[i]:
+                for w in words:
+                    where_new.setdefault(w, []).append(i)
+            else:
+                for w in words:
+                    old_count[w] = old_count.get(w, 0) + 1
+        for word, index in where_new.items():
+            k = len(index)
+            old = old_count.get(word, 0)
+            if k < least or k / n_new < integrity.trigger_novelty * old / n_old:
+                continue
+            at = np.asarray(index)
+            counts = np.bincount(y[at], minlength=len(classes))
+            label = int(counts.argmax())
+            share = counts[label] / k
+            p = explained[at, label]
+            z = (counts[label] - p.sum()) / np.sqrt(max(float((p * (1 - p)).sum()), 1e-9))
+            if share >= integrity.trigger_purity and z >= integrity.trigger_z:
+                found.append(
+                    TriggerToken(
+                        column=column,
+                        token=word,
+                        n_new=k,
+                        n_old=old,
+                        label=classes[label],
+                        share=float(share),
+                        explained=float(p.mean()),
+                        z=float(z),
+                    )
+                )
+                rows[at[y[at] == label]] = True
+    return sorted(found, key=lambda t: -t.z), rows
+
+
 def _shares(y: np.ndarray, classes: list[str]) -> dict[str, float]:
     counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes))
     total = max(counts.sum(), 1)
@@ -375,6 +495,7 @@ def check_training_integrity(
     previous_prior: list[float] | None = None,
     new_since: pd.Timestamp | None = None,
     overwritten: np.ndarray | None = None,
+    tokens: dict[str, list[list[str]]] | None = None,
 ) -> IntegrityResult:
     """Check a training frame for poisoning before anything is fitted on it.
 
@@ -388,6 +509,8 @@ def check_training_integrity(
         new_since: rows stamped from here on are new (the champion never saw them); the
             label checks judge these. None: every row is new.
         overwritten: per row, whether its label replaced an earlier, different one.
+        tokens: per text column, each row's distinct tokens (``features.tokens``); the
+            trigger check runs when they and ``explained_proba`` are given.
 
     Returns:
         The summary (logged with the run) and per-row flags; ``flags['quarantine']`` marks
@@ -426,6 +549,12 @@ def check_training_integrity(
     overwritten = (
         np.zeros(len(frame), dtype=bool) if overwritten is None else np.asarray(overwritten, bool)
     )
+    triggers: list[TriggerToken] = []
+    trigger_rows = np.zeros(len(frame), dtype=bool)
+    if tokens and explained_proba is not None:
+        triggers, trigger_rows = find_trigger_tokens(
+            tokens, y, new, np.asarray(explained_proba, dtype=float), classes, integrity
+        )
     flags = pd.DataFrame(
         {
             config.entity_key: frame[config.entity_key].to_numpy(),
@@ -438,10 +567,11 @@ def check_training_integrity(
             "outlier": outliers,
             "label_tied_shift": tied,
             "label_overwritten": overwritten,
+            "trigger_token": trigger_rows,
             "label_issue_score": 1.0 - proba[np.arange(len(y)), y],
         }
     )
-    flags["quarantine"] = exact | near | outliers | overwritten
+    flags["quarantine"] = exact | near | outliers | overwritten | trigger_rows
     if integrity.max_label_tied_share is not None:
         flags["quarantine"] |= tied
     if integrity.quarantine_label_issues:
@@ -473,6 +603,12 @@ def check_training_integrity(
             f"(> {integrity.max_label_tied_share:.0%} of the new rows): a possible trigger"
         )
         look_at.append("the inputs of the label_tied_shift rows: a token or patch they share")
+    for trigger in triggers:
+        reasons.append(f"a possible trigger: {trigger.line()}")
+        look_at.append(
+            f"the new rows whose {trigger.column} holds {trigger.token!r} "
+            "(flags.parquet, trigger_token): who sent them and who labelled them"
+        )
     if counts["label_overwritten"] > integrity.max_overwrite_share * n:
         reasons.append(
             f"{counts['label_overwritten']} labels were overwritten after first delivery "
@@ -522,6 +658,7 @@ def check_training_integrity(
         label_issue_share_new=issue_new,
         label_issue_share_old=issue_old,
         segments=segments,
+        trigger_tokens=triggers,
     )
     return IntegrityResult(summary=summary, flags=flags)
 
@@ -577,6 +714,8 @@ def integrity_markdown(summary: IntegritySummary) -> str:
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in summary.counts.items()],
     ]
+    if summary.trigger_tokens:
+        lines += ["", "Trigger tokens:", *[f"- {t.line()}" for t in summary.trigger_tokens]]
     if summary.reasons:
         lines += ["", "Blocked because:", *[f"- {r}" for r in summary.reasons]]
     if summary.look_at:

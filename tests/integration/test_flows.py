@@ -244,3 +244,28 @@ def test_training_on_a_batch_that_fails_the_gate_trains_nothing(pipeline):
     assert any(
         p.name.startswith("bad-training-set") for p in runtime.settings.quarantine_dir.iterdir()
     )
+
+
+def test_a_trigger_token_in_new_labelled_rows_blocks_the_retrain(pipeline):
+    """Issue 12, the production path: ingest keeps each text's words, the retrain's
+    integrity check finds the token the attacker tied to one label and blocks it, with
+    the token named in the outcome and in the run's integrity report. (Last in the
+    module: the poisoned rows stay in the store.)"""
+    import mlflow
+
+    from features.drift_sim import TRIGGER_TOKEN
+    from flows.ingest import IngestParams, ingest_flow
+    from flows.train import TrainParams, train_flow
+
+    runtime = pipeline["runtime"]
+    path, start = _production_day(pipeline, 9, "poison_trigger", rows=400)
+    assert pd.read_parquet(path)["review"].str.contains(TRIGGER_TOKEN).sum() >= 20
+    ingest_flow(IngestParams(start=start, end=start + timedelta(days=1), raw_path=str(path)))
+    assert any(runtime.settings.tokens_dir.glob("*.parquet"))
+    outcome = train_flow(TrainParams(train=SMALL_TRAIN))
+    assert outcome.blocked and not outcome.promoted and outcome.version == ""
+    assert f"a possible trigger: token '{TRIGGER_TOKEN}' (review)" in outcome.reason
+    report = mlflow.MlflowClient(runtime.settings.tracking_uri).download_artifacts(
+        outcome.run_id, "integrity/integrity_report.md", str(pipeline["data_dir"] / "dl")
+    )
+    assert f"'{TRIGGER_TOKEN}'" in Path(report).read_text(encoding="utf-8")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.drift_sim import poison_rows
+from features.tokens import tokenize
 from tests.unit.training.synthetic import (
     FAST_TRAIN,
     TEST_GATE,
@@ -53,8 +54,34 @@ class RetrainOutcome:
     golden_delta: float | None = None
 
 
+def with_texts(frame: pd.DataFrame, seed: int, new: bool = False) -> pd.DataFrame:
+    """A review text for every row that has one: neutral words (Zipf over 2,000) and
+    sentiment words drawn from the text latent the embedding carries (its sign along the
+    text signal). New rows also bring a new slang word of the positive reviews: a word
+    new to the data and tied to the inputs, which the trigger check must not flag."""
+    rng = np.random.default_rng(seed + 31)
+    direction = np.random.default_rng(12345).normal(size=TEXT_DIM)
+    vocabulary = np.asarray([f"w{i}" for i in range(2000)])
+    weights = 1.0 / np.arange(1, 2001) ** 1.1
+    weights /= weights.sum()
+    texts = []
+    for emb, present in zip(frame["review_emb"], frame["review_present"], strict=True):
+        if not present:
+            texts.append(None)
+            continue
+        words = list(rng.choice(vocabulary, 20, p=weights))
+        positive = float(np.asarray(emb) @ direction) > 0
+        if rng.random() < 0.5:
+            words.append("great" if positive else "awful")
+        if new and positive and rng.random() < 0.3:
+            words.append("bussin")
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return frame.assign(review=texts)
+
+
 def build_world(seed: int, n_history: int = 1200) -> World:
-    history = synthetic_frame(n_history, seed=seed)
+    history = with_texts(synthetic_frame(n_history, seed=seed), seed)
     golden = synthetic_frame(800, seed=seed + 500)
     golden["order_id"] += 10**6
     champion = train_model(history, CONFIG, FAST_TRAIN.model_copy(update={"seed": seed}))
@@ -82,7 +109,9 @@ def new_window(world: World, scenario: str, n_new: int = 700) -> tuple[pd.DataFr
     drift that asks for a retrain), poisoned by ``scenario`` ('clean': not at all)."""
     history = world.history
     start = history["event_timestamp"].max() + DAY
-    new = synthetic_frame(n_new, seed=world.seed + 1000, image_shift=True)
+    new = with_texts(
+        synthetic_frame(n_new, seed=world.seed + 1000, image_shift=True), world.seed + 1, new=True
+    )
     new["event_timestamp"] = new["event_timestamp"] - new["event_timestamp"].min() + start
     new["order_id"] += 10**5
     poisoned = np.zeros(len(new), dtype=bool)
@@ -92,7 +121,7 @@ def new_window(world: World, scenario: str, n_new: int = 700) -> tuple[pd.DataFr
             scenario,
             seed=world.seed,
             label="reorder",
-            text_column=None,
+            text_column="review",
             segment=("channel", "app"),
             target="no",
             first_id=2 * 10**5,
@@ -124,6 +153,7 @@ def retrain(
         explained_proba=champion.predict_proba(window),
         previous_prior=champion.spec.class_prior,
         new_since=new_since,
+        tokens={"review": [tokenize(t) for t in window["review"]]},
     )
     flags = result.quarantine
     suspicious = (

@@ -70,3 +70,59 @@ def test_bad_input_is_named():
         check_training_integrity(synthetic_frame(50).iloc[:0], CONFIG)
     with pytest.raises(ValueError, match="unknown poisoning scenario"):
         poison_rows(pd.DataFrame({"reorder": ["yes"]}), "poison_everything", seed=0)
+
+
+def _token_case(seed: int = 0):
+    """600 older and 400 new rows; the champion's probabilities of 'yes' are 0.5 except
+    where the inputs carry sentiment ('great': 0.95)."""
+    rng = np.random.default_rng(seed)
+    n_old, n_new = 600, 400
+    new = np.r_[np.zeros(n_old, bool), np.ones(n_new, bool)]
+    y = rng.integers(0, 2, n_old + n_new)
+    explained = np.full((len(y), 2), 0.5)
+    words = [[f"w{i}" for i in rng.integers(0, 50, 8)] for _ in y]
+    return new, y, explained, words
+
+
+def test_a_new_token_tied_to_one_label_beyond_the_inputs_is_a_trigger():
+    from training.integrity import find_trigger_tokens
+
+    new, y, explained, words = _token_case()
+    trigger = np.flatnonzero(new)[:40]
+    y[trigger] = 0
+    for i in trigger:
+        words[i].append("zq7")
+    found, rows = find_trigger_tokens(
+        {"review": words}, y, new, explained, ["no", "yes"], IntegrityConfig()
+    )
+    assert [(t.token, t.label, t.n_new, t.n_old) for t in found] == [("zq7", "no", 40, 0)]
+    assert found[0].z > 6 and "100% labelled 'no'" in found[0].line()
+    assert rows[trigger].all() and rows.sum() == 40
+
+
+def test_words_the_inputs_explain_or_the_older_rows_hold_are_no_trigger():
+    from training.integrity import find_trigger_tokens
+
+    new, y, explained, words = _token_case(1)
+    # A new sentiment word: every row labelled 'yes', and the champion already reads
+    # those rows as 'yes' (their inputs carry it).
+    slang = np.flatnonzero(new)[:40]
+    y[slang] = 1
+    explained[slang] = [0.05, 0.95]
+    # An old word the attacker re-uses: just as frequent before.
+    reused = np.r_[np.flatnonzero(~new)[:60], np.flatnonzero(new)[100:140]]
+    y[reused[60:]] = 0
+    for i in slang:
+        words[i].append("bussin")
+    for i in reused:
+        words[i].append("tasty")
+    found, rows = find_trigger_tokens(
+        {"review": words}, y, new, explained, ["no", "yes"], IntegrityConfig()
+    )
+    assert found == [] and not rows.any()
+    # The same sentiment word unexplained by the inputs is found: the check can fire.
+    explained[slang] = [0.5, 0.5]
+    found, _ = find_trigger_tokens(
+        {"review": words}, y, new, explained, ["no", "yes"], IntegrityConfig()
+    )
+    assert [t.token for t in found] == ["bussin"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.tokens import tokenize
 from tests.unit.training.poisoning import (
     CONFIG,
     FAST_TRAIN,
@@ -85,12 +86,41 @@ def test_poisoned_retrain_is_not_promoted(world, scenario):
     assert not outcome.promoted, outcome.reason
 
 
+def test_a_trigger_token_blocks_the_retrain_and_its_rows_are_quarantined(world):
+    """The trigger scenario by default: the token, new with the poisoned rows and tied
+    to the target label beyond what their inputs explain, blocks the retrain."""
+    outcome = retrain(world, "poison_trigger")
+    assert outcome.blocked and not outcome.promoted
+    assert "a possible trigger: token 'zq7' (review)" in outcome.reason
+    assert outcome.true_flags >= 0.8 * outcome.poisoned  # the rows without text carry none
+
+
+def test_a_new_word_of_the_clean_rows_is_no_trigger(world):
+    """The clean window's new rows bring a slang word of the positive reviews, in more
+    rows than the check judges; their inputs explain their labels, so it is not flagged."""
+    window, _ = new_window(world, "clean")
+    new = window["event_timestamp"] > world.history["event_timestamp"].max()
+    texts = window.loc[new, "review"].dropna()
+    assert texts.str.contains("bussin").sum() >= IntegrityConfig().trigger_min_rows
+    result = check_training_integrity(
+        window,
+        CONFIG,
+        IntegrityConfig(),
+        explained_proba=world.champion.model.predict_proba(window),
+        new_since=world.history["event_timestamp"].max(),
+        tokens={"review": [tokenize(t) for t in window["review"]]},
+    )
+    assert result.summary.trigger_tokens == []
+    assert not result.flags["trigger_token"].any()
+
+
 def test_a_trigger_is_blocked_with_the_opt_in_label_tied_check(world):
-    """Off by default (it blocked the demo's clean camera-drift retrain on real
-    embeddings); opted in, the trigger rows are found and the retrain is blocked."""
+    """The embedding-side detector (for a trigger without text, e.g. a patch in a photo):
+    off by default (it blocked the demo's clean camera-drift retrain on real embeddings);
+    opted in, the trigger rows are found and the retrain is blocked."""
     opt_in = IntegrityConfig(max_label_tied_share=0.015)
     outcome = retrain(world, "poison_trigger", integrity=opt_in)
-    assert outcome.blocked and "trigger" in outcome.reason
+    assert outcome.blocked and "carry an input shift tied to their label" in outcome.reason
     assert outcome.true_flags > 0
 
 
