@@ -20,6 +20,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from tests.unit.training.poisoning import CONFIG, FAST_TRAIN, GATE, build_world, new_window, retrain
 from training.evaluate import evaluate_model
 from training.train import train_model
@@ -65,15 +67,18 @@ def main() -> None:
                     "poisoned": outcome.poisoned,
                     "flagged": outcome.suspicious,
                     "true_flags": outcome.true_suspicious,
+                    "golden_delta": outcome.golden_delta,
                     "reason": outcome.reason[:300],
                 }
             )
             print(scenario, seed, rows[scenario][-1], flush=True)
     lines = [
         "| scenario | poisoned rows (mean) | promoted, old gate | promoted, new | blocked by "
-        "integrity | flag precision | flag recall |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "integrity | flag precision | flag recall | golden macro-F1 of the promoted, vs the "
+        "clean retrain: mean / worst |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    clean = {r["seed"]: r["golden_delta"] for r in rows["clean"]}
     for scenario, results in rows.items():
         n = len(results)
         poisoned = sum(r["poisoned"] for r in results)
@@ -81,10 +86,18 @@ def main() -> None:
         true = sum(r["true_flags"] for r in results)
         precision = f"{true / flagged:.0%}" if flagged and poisoned else "-"
         recall = f"{true / poisoned:.0%}" if poisoned else "-"
+        # What a promoted poisoned model costs on clean data: its golden macro-F1 against
+        # the same seed's clean retrain (both measured against the same champion).
+        harm = [
+            r["golden_delta"] - clean[r["seed"]]
+            for r in results
+            if r["promoted"] and poisoned and clean.get(r["seed"]) is not None
+        ]
+        cost = f"{np.mean(harm):+.3f} / {min(harm):+.3f}" if harm else "-"
         lines.append(
             f"| {scenario} | {poisoned / n:.0f} | {sum(r['old_gate_promoted'] for r in results)}/{n}"
             f" | {sum(r['promoted'] for r in results)}/{n} | "
-            f"{sum(r['blocked'] for r in results)}/{n} | {precision} | {recall} |"
+            f"{sum(r['blocked'] for r in results)}/{n} | {precision} | {recall} | {cost} |"
         )
     table = "\n".join(lines)
     print(f"\n{table}\n\n{args.seeds} seeds, {time.perf_counter() - started:.0f} s")

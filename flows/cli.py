@@ -46,25 +46,32 @@ def _echo(model) -> None:
 _SET = typer.Option(
     None,
     "--set",
-    help="Any training or gate knob as KEY=VALUE (repeatable): train.learning_rate=3e-4, "
-    "gate.max_ece=0.15, or a bare field name (batch_size=64). Values are YAML.",
+    help="Any training, gate or integrity knob as KEY=VALUE (repeatable): "
+    "train.learning_rate=3e-4, gate.max_ece=0.15, integrity.block_on_trigger=false, or a "
+    "bare field name (batch_size=64). Values are YAML.",
 )
 
 
 def _knobs(settings, explicit: dict[str, object], sets: list[str] | None):
-    """The settings' TrainConfig and GateConfig with CLI values on top; an unknown key or a
-    bad value is an error naming it."""
+    """The settings' TrainConfig, GateConfig and IntegrityConfig with CLI values on top;
+    an unknown key or a bad value is an error naming it."""
     import yaml
     from pydantic import ValidationError
 
     from training.evaluate import GateConfig
+    from training.integrity import IntegrityConfig
     from training.train import TrainConfig
 
     values = {
         "train": settings.train.model_dump(exclude_unset=True),
         "gate": settings.gate.model_dump(exclude_unset=True),
+        "integrity": settings.integrity.model_dump(exclude_unset=True),
     }
-    fields = {"train": TrainConfig.model_fields, "gate": GateConfig.model_fields}
+    fields = {
+        "train": TrainConfig.model_fields,
+        "gate": GateConfig.model_fields,
+        "integrity": IntegrityConfig.model_fields,
+    }
     updates = [(k, v) for k, v in explicit.items() if v is not None]
     for item in sets or []:
         key, sep, raw = item.partition("=")
@@ -75,7 +82,12 @@ def _knobs(settings, explicit: dict[str, object], sets: list[str] | None):
         section, _, field = key.rpartition(".")
         if not section:
             owners = [name for name, known in fields.items() if field in known]
-            if len(owners) != 1:
+            if len(owners) > 1:
+                raise typer.BadParameter(
+                    f"ambiguous knob {key!r}: say which, "
+                    + " or ".join(f"{o}.{field}" for o in owners)
+                )
+            if not owners:
                 known = sorted({f"{n}.{f}" for n, fs in fields.items() for f in fs})
                 raise typer.BadParameter(f"unknown knob {key!r}; known: {', '.join(known)}")
             section = owners[0]
@@ -85,8 +97,10 @@ def _knobs(settings, explicit: dict[str, object], sets: list[str] | None):
             )
         values[section][field] = value
     try:
-        return TrainConfig.model_validate(values["train"]), GateConfig.model_validate(
-            values["gate"]
+        return (
+            TrainConfig.model_validate(values["train"]),
+            GateConfig.model_validate(values["gate"]),
+            IntegrityConfig.model_validate(values["integrity"]),
         )
     except ValidationError as error:
         raise typer.BadParameter(str(error)) from error
@@ -220,7 +234,7 @@ def train(
     runtime = _prepare()
     from flows.train import TrainParams, train_flow
 
-    train_config, gate = _knobs(
+    train_config, gate, integrity = _knobs(
         runtime.settings,
         {
             "train.epochs": epochs,
@@ -234,7 +248,12 @@ def train(
     _echo(
         train_flow(
             TrainParams(
-                start=_utc(start), end=_utc(end), trigger=trigger, train=train_config, gate=gate
+                start=_utc(start),
+                end=_utc(end),
+                trigger=trigger,
+                train=train_config,
+                gate=gate,
+                integrity=integrity,
             )
         )
     )
@@ -387,7 +406,7 @@ def promote(
     from features.store import get_training_frame, read_labels
     from training.registry import force_champion, promote_if_better
 
-    _, gate = _knobs(runtime.settings, {"gate.max_ece": max_ece}, sets)
+    _, gate, _ = _knobs(runtime.settings, {"gate.max_ece": max_ece}, sets)
     labels = read_labels(runtime.config, runtime.settings.labels_dir)
     if labels.empty:
         raise typer.BadParameter("no labels: ingest labelled data first")

@@ -197,6 +197,9 @@ class RetrainRequest(BaseModel):
     review: str = Field(
         default="", description="Issue 12: why a retrain was blocked or awaits approval."
     )
+    blocked: bool = Field(
+        default=False, description="The integrity check blocked it: nothing was trained."
+    )
 
     def summary(self) -> RetrainSummary:
         return RetrainSummary(
@@ -204,6 +207,7 @@ class RetrainRequest(BaseModel):
             promoted=self.promoted,
             verdict=self.verdict,
             flow_run=self.flow_run,
+            blocked=(self.review or self.verdict) if self.blocked else "",
         )
 
     def note(self) -> str:
@@ -605,6 +609,7 @@ def act(
         verdict=trained.reason,
         reused=trained.reused,
         review=trained.review,
+        blocked=trained.blocked,
     )
 
 
@@ -726,10 +731,15 @@ def alert(
         save_alert_state(update_alert_state(state, decision, now, False, key, outcome), state_path)
         return "disabled" if not params.send_email else f"not sent: {check.reason}"
     notes = []
-    if retrain is not None:
-        notes.append(retrain.note())
+    if retrain is not None and not retrain.blocked:
+        # The summary's Action line says what came of it; the notes add the detail: the
+        # request of a retrain running elsewhere, the gate's verdict, the approval step.
+        if retrain.flow_run is not None or retrain.reused:
+            notes.append(retrain.note())
         if retrain.verdict:
             notes.append(f"the gate's verdict: {retrain.verdict}")
+        if retrain.review:
+            notes.append(retrain.review)
     if assessment.champion.reference_note:
         notes.append(
             f"drift reference of v{assessment.model_version}: {assessment.champion.reference_note}"

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.demo_data import DEMO_CONFIG_PATH
 from training.evaluate import GateConfig
+from training.integrity import IntegrityConfig
 from training.train import TrainConfig
 
 
@@ -145,6 +146,12 @@ class Settings(BaseSettings):
         default_factory=GateConfig,
         description="Promotion-gate bounds (MMOPS_GATE__MAX_ECE=0.15, "
         "MMOPS_GATE__MIN_IMPROVEMENT_OVER_BASELINE=0.02, ...).",
+    )
+    integrity: IntegrityConfig = Field(
+        default_factory=IntegrityConfig,
+        description="Training-data integrity bounds of every run that does not set its own, "
+        "drift-triggered retrains included (MMOPS_INTEGRITY__MAX_DUPLICATE_SHARE=0.05, "
+        "MMOPS_INTEGRITY__BLOCK_ON_TRIGGER=false, ...).",
     )
 
     # Derived locations ---------------------------------------------------------------

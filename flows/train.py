@@ -88,9 +88,10 @@ class TrainParams(BaseModel):
         description="Idempotency key of a requested retrain: a finished run with the same "
         "key is reported instead of training again (a retried or re-run request trains once).",
     )
-    integrity: IntegrityConfig = Field(
-        default_factory=IntegrityConfig,
-        description="Training-data integrity check run before training (quarantine, block).",
+    integrity: IntegrityConfig | None = Field(
+        default=None,
+        description="Training-data integrity check run before training (quarantine, block); "
+        "None: the settings' (MMOPS_INTEGRITY__*).",
     )
     golden: GoldenConfig = Field(
         default_factory=GoldenConfig,
@@ -183,7 +184,8 @@ def check_integrity(
 ) -> IntegrityResult | None:
     """The integrity check, judged against the champion (its probabilities on the frame,
     its training class shares, and the end of the data it saw)."""
-    if not params.integrity.enabled:
+    integrity = params.integrity or runtime.settings.integrity
+    if not integrity.enabled:
         return None
     config = runtime.config
     client = connect(runtime.settings.tracking_uri)
@@ -205,7 +207,7 @@ def check_integrity(
     ).to_numpy()
     tokens = read_tokens(config, runtime.settings.tokens_dir, frame[keys])
     return check_training_integrity(
-        frame, config, params.integrity, explained, prior, since, overwritten, tokens
+        frame, config, integrity, explained, prior, since, overwritten, tokens
     )
 
 

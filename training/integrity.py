@@ -140,6 +140,11 @@ class IntegrityConfig(BaseModel):
         "on the same rows explain (z-score): a word of sentiment the inputs already carry "
         "is explained, a backdoor token is not.",
     )
+    block_on_trigger: bool = Field(
+        default=True,
+        description="Block the retrain when a trigger token is found; False (after a person "
+        "has looked at the rows): train without them, they stay quarantined.",
+    )
     seed: int = Field(default=0, description="Seed of the probe's folds and SVD.")
 
 
@@ -603,7 +608,7 @@ def check_training_integrity(
             f"(> {integrity.max_label_tied_share:.0%} of the new rows): a possible trigger"
         )
         look_at.append("the inputs of the label_tied_shift rows: a token or patch they share")
-    for trigger in triggers:
+    for trigger in triggers if integrity.block_on_trigger else []:
         reasons.append(f"a possible trigger: {trigger.line()}")
         look_at.append(
             f"the new rows whose {trigger.column} holds {trigger.token!r} "

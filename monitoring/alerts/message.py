@@ -61,6 +61,11 @@ class RetrainSummary(BaseModel):
     flow_run: str | None = Field(
         default=None, description="Prefect flow run training it, when it runs elsewhere."
     )
+    blocked: str = Field(
+        default="",
+        description="Why the training-data integrity check blocked it (nothing trained); "
+        "empty when it was not blocked.",
+    )
 
 
 _HTTP_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
@@ -175,6 +180,8 @@ def alert_subject(content: AlertContent) -> str:
     label = _KIND_LABEL[content.kind]
     if content.kind == "alert" and content.decision.action == "retrain":
         label = "RETRAIN"
+    if content.retrain is not None and content.retrain.blocked:
+        label = "RETRAIN BLOCKED"
     version = f" v{content.model_version}" if content.model_version else ""
     outcome = ""
     retrain = content.retrain
@@ -264,6 +271,11 @@ def _action_line(content: AlertContent) -> str:
     retrain = content.retrain
     if retrain is not None and retrain.flow_run:
         return f"retraining started (Prefect flow run {retrain.flow_run})"
+    if retrain is not None and retrain.blocked:
+        return (
+            "retrain blocked by the training-data integrity check: nothing was trained; "
+            f"v{content.model_version} stays champion"
+        )
     if retrain is not None and retrain.version:
         if retrain.promoted:
             return f"retrained: v{retrain.version} passed the gate and is champion now"
@@ -283,6 +295,20 @@ def _next_steps(content: AlertContent) -> list[str]:
         steps.append(
             "Next: the train flow run trains, evaluates and puts the new version through "
             "the promotion gate; check it with `mmops status`."
+        )
+    elif retrain is not None and retrain.blocked:
+        steps.append(f"Why it was blocked: {retrain.blocked}")
+        steps.append(
+            f"Next: v{version} keeps serving. A later retrain checks the same rows, so it "
+            "stays blocked until they change."
+        )
+        steps.append(
+            "Look at the flagged rows (the run's integrity/ artifacts: report, plot, "
+            "flags.parquet). Poisoned: correct their labels at the source and re-deliver them "
+            "(`mmops labels <file>`; each overwrite is recorded), then `mmops train`. "
+            "Genuine: relax the bound named in the reason, on the record, e.g. "
+            "`mmops train --set integrity.block_on_trigger=false` (trigger rows stay "
+            "quarantined) or `--set integrity.max_duplicate_share=0.05`."
         )
     elif retrain is not None and retrain.version and retrain.promoted:
         steps.append(

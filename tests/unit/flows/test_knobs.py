@@ -23,14 +23,21 @@ def test_every_training_and_gate_knob_is_reachable_by_environment(monkeypatch):
 
 def test_cli_values_override_the_settings_and_any_knob_can_be_set(monkeypatch):
     monkeypatch.setenv("MMOPS_TRAIN__BATCH_SIZE", "48")
-    train, gate = _knobs(
+    monkeypatch.setenv("MMOPS_INTEGRITY__MAX_DUPLICATE_SHARE", "0.05")
+    train, gate, integrity = _knobs(
         get_settings(),
         {"train.patience": 9, "train.epochs": None},
-        ["gate.slice_tolerance=0.1", "weight_decay=0", "train.modalities=[tabular]"],
+        [
+            "gate.slice_tolerance=0.1",
+            "weight_decay=0",
+            "train.modalities=[tabular]",
+            "integrity.block_on_trigger=false",
+        ],
     )
     assert (train.batch_size, train.patience, train.epochs) == (48, 9, None)
     assert train.weight_decay == 0 and train.modalities == ["tabular"]
     assert gate.slice_tolerance == 0.1
+    assert integrity.block_on_trigger is False and integrity.max_duplicate_share == 0.05
 
 
 @pytest.mark.parametrize(
@@ -39,6 +46,8 @@ def test_cli_values_override_the_settings_and_any_knob_can_be_set(monkeypatch):
         ("train.batchsize=3", "train.batchsize"),
         ("max_eec=1", "max_eec"),
         ("gate.max_ece=-1", "max_ece"),
+        ("integrity.trigger_purity=2", "trigger_purity"),
+        ("seed=3", "train.seed or integrity.seed"),
     ],
 )
 def test_an_unknown_or_bad_knob_is_an_error_naming_it(item, named):

@@ -332,6 +332,28 @@ def test_retrain_result_email_says_what_the_gate_did_and_how_to_undo_it():
     assert "v1 stays champion" in text and "mmops promote 2 --force" in text
 
 
+def test_a_retrain_the_integrity_check_blocked_says_so_and_what_to_look_at():
+    """Found on the poison_trigger demo: the blocked retrain's email said "retraining was
+    decided but not started here (act=false)" although it ran and was blocked."""
+    from monitoring.alerts import RetrainSummary
+
+    why = "a possible trigger: token 'zq7' (review) in 62 new rows. Look at: the new rows"
+    blocked = build(
+        kind="retrain_result",
+        decision=decision(action="retrain"),
+        model_version="1",
+        retrain=RetrainSummary(blocked=why),
+    )
+    assert blocked["Subject"].startswith("[mmops] RETRAIN BLOCKED reviews v1: drift in text")
+    text, html = parts(blocked)
+    assert "act=false" not in text
+    head = text[: text.index("What happens next")]
+    assert "retrain blocked by the training-data integrity check: nothing was trained" in head
+    assert "v1 stays champion" in head
+    assert "zq7" in text and "zq7" in html
+    assert "mmops golden freeze" not in text  # a block is about the data, not the gate
+
+
 def test_retrain_started_and_reminder_kinds():
     from monitoring.alerts import RetrainSummary
 
