@@ -50,12 +50,26 @@ def old_gate(world, scenario: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--future-rows",
+        type=int,
+        default=4000,
+        help="Fresh clean rows of the shifted population: the ground truth of whether a "
+        "retrain is really better than the champion.",
+    )
+    parser.add_argument(
+        "--worth",
+        type=float,
+        default=0.02,
+        help="A clean retrain should be promoted when its macro-F1 on the fresh rows beats "
+        "the champion's by more than this.",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/poisoning.json"))
     args = parser.parse_args()
     started = time.perf_counter()
     rows = {s: [] for s in SCENARIOS}
     for seed in range(args.seeds):
-        world = build_world(seed)
+        world = build_world(seed, future_rows=args.future_rows)
         for scenario in SCENARIOS:
             outcome = retrain(world, scenario, GATE)
             rows[scenario].append(
@@ -68,17 +82,18 @@ def main() -> None:
                     "flagged": outcome.suspicious,
                     "true_flags": outcome.true_suspicious,
                     "golden_delta": outcome.golden_delta,
+                    "true_delta": outcome.true_delta,
                     "reason": outcome.reason[:300],
                 }
             )
             print(scenario, seed, rows[scenario][-1], flush=True)
     lines = [
         "| scenario | poisoned rows (mean) | promoted, old gate | promoted, new | blocked by "
-        "integrity | flag precision | flag recall | golden macro-F1 of the promoted, vs the "
-        "clean retrain: mean / worst |",
+        "integrity | flag precision | flag recall | macro-F1 of the promoted on fresh rows, "
+        "vs the clean retrain: mean / worst |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    clean = {r["seed"]: r["golden_delta"] for r in rows["clean"]}
+    clean = {r["seed"]: r["true_delta"] for r in rows["clean"]}
     for scenario, results in rows.items():
         n = len(results)
         poisoned = sum(r["poisoned"] for r in results)
@@ -86,10 +101,10 @@ def main() -> None:
         true = sum(r["true_flags"] for r in results)
         precision = f"{true / flagged:.0%}" if flagged and poisoned else "-"
         recall = f"{true / poisoned:.0%}" if poisoned else "-"
-        # What a promoted poisoned model costs on clean data: its golden macro-F1 against
-        # the same seed's clean retrain (both measured against the same champion).
+        # What a promoted poisoned model costs: its macro-F1 on fresh clean rows of the
+        # shifted population against the same seed's clean retrain there.
         harm = [
-            r["golden_delta"] - clean[r["seed"]]
+            r["true_delta"] - clean[r["seed"]]
             for r in results
             if r["promoted"] and poisoned and clean.get(r["seed"]) is not None
         ]
@@ -99,6 +114,22 @@ def main() -> None:
             f" | {sum(r['promoted'] for r in results)}/{n} | "
             f"{sum(r['blocked'] for r in results)}/{n} | {precision} | {recall} | {cost} |"
         )
+    clean_runs = rows["clean"]
+    worth = [r for r in clean_runs if (r["true_delta"] or 0.0) > args.worth]
+    worse = [r for r in clean_runs if r["true_delta"] is not None and r["true_delta"] <= 0]
+    lines += [
+        "",
+        f"Clean retrains whose macro-F1 on {args.future_rows:,} fresh shifted rows beats the "
+        f"champion's by more than {args.worth}: {len(worth)}/{len(clean_runs)}, promoted "
+        f"{sum(r['promoted'] for r in worth)}/{len(worth)}. Clean retrains no better than the "
+        f"champion there: {len(worse)}, promoted {sum(r['promoted'] for r in worse)}. "
+        "True gains of the clean retrains (seed: gain, promoted): "
+        + ", ".join(
+            f"{r['seed']}: {r['true_delta']:+.3f} {'P' if r['promoted'] else '-'}"
+            for r in clean_runs
+            if r["true_delta"] is not None
+        ),
+    ]
     table = "\n".join(lines)
     print(f"\n{table}\n\n{args.seeds} seeds, {time.perf_counter() - started:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

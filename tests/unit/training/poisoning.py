@@ -36,6 +36,7 @@ class World:
     golden: pd.DataFrame
     history: pd.DataFrame
     seed: int
+    future: pd.DataFrame | None = None
 
 
 @dataclass
@@ -52,6 +53,7 @@ class RetrainOutcome:
     true_suspicious: int = 0
     recent_delta: float | None = None
     golden_delta: float | None = None
+    true_delta: float | None = None
 
 
 def with_texts(frame: pd.DataFrame, seed: int, new: bool = False) -> pd.DataFrame:
@@ -80,12 +82,18 @@ def with_texts(frame: pd.DataFrame, seed: int, new: bool = False) -> pd.DataFram
     return frame.assign(review=texts)
 
 
-def build_world(seed: int, n_history: int = 1200) -> World:
+def build_world(seed: int, n_history: int = 1200, future_rows: int = 0) -> World:
+    """The champion, its golden holdout and history; with ``future_rows``, also a large
+    clean sample of the shifted population the retrain is for (the benchmark's ground
+    truth of whether a retrain is really better)."""
     history = with_texts(synthetic_frame(n_history, seed=seed), seed)
     golden = synthetic_frame(800, seed=seed + 500)
     golden["order_id"] += 10**6
     champion = train_model(history, CONFIG, FAST_TRAIN.model_copy(update={"seed": seed}))
-    return World(champion=champion, golden=golden, history=history, seed=seed)
+    future = (
+        synthetic_frame(future_rows, seed=seed + 2000, image_shift=True) if future_rows else None
+    )
+    return World(champion=champion, golden=golden, history=history, seed=seed, future=future)
 
 
 def _trigger(frame: pd.DataFrame, poisoned: np.ndarray) -> pd.DataFrame:
@@ -191,11 +199,18 @@ def retrain(
     )
     decision = check_promotion(candidate_eval, champion_eval, gate, *golden_pair)
     by_holdout = {c.holdout: c.delta for c in decision.comparisons if c.slice == "overall"}
+    true_delta = None
+    if world.future is not None:
+        true_delta = (
+            evaluate_model(trained.model, world.future, "reorder").overall.macro_f1
+            - evaluate_model(champion, world.future, "reorder").overall.macro_f1
+        )
     return RetrainOutcome(
         blocked=False,
         promoted=decision.promote,
         reason=decision.reason,
         recent_delta=by_holdout.get("recent"),
         golden_delta=by_holdout.get("golden"),
+        true_delta=true_delta,
         **outcome,
     )
