@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -185,6 +186,7 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         from features.store import write_offline
         from features.validation import gate_rows
 
+        shutil.rmtree(paths["feast"], ignore_errors=True)  # a fresh store, as on a first run
         started = time.perf_counter()
         info["rows_stored"] = 0
         for i, frame in enumerate(_feature_batches(paths)):
@@ -225,6 +227,7 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         info["train_s"] = round(result.train_seconds, 2)
         info["epochs"] = result.epochs_run
         elapsed = time.perf_counter() - started
+        shutil.rmtree(paths["model"], ignore_errors=True)
         save_pyfunc(result.model, paths["model"], result.splits.test.head(50))
         return {**info, "seconds": elapsed}
     elif step == "score":
@@ -239,8 +242,6 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         scored.to_parquet(paths["scored"], index=False)
         return {"seconds": elapsed}
     elif step == "score_log":
-        import shutil
-
         from monitoring.scoring import score_frame, write_prediction_log
         from training.pyfunc import load_pyfunc
 
@@ -332,8 +333,17 @@ def _read_scored(paths) -> pd.DataFrame:
     return _features({"features": paths["scored"]})
 
 
-def _peak_mb(who) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024
+def _peak_mb() -> float:
+    """This process's peak resident set. ``VmHWM`` where Linux has it: ``ru_maxrss``
+    survives ``exec``, so a step spawned from the benchmark's process (which hosts the Dask
+    scheduler) would report that process's size when it was larger."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -352,7 +362,7 @@ def main() -> None:
             prepare(args.rows, args.work)
             return
         result = run_step(args.step, args.rows, args.work, args.dask_address)
-        result["peak_mb"] = round(_peak_mb(resource.RUSAGE_SELF))
+        result["peak_mb"] = round(_peak_mb())
         print("RESULT " + json.dumps(result))
         return
 
@@ -398,8 +408,8 @@ def _worker_peak_mb(cluster) -> int:
     from distributed import Client
 
     with Client(cluster) as client:
-        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return round(max(peaks.values()) / 1024)
+        peaks = client.run(_peak_mb)
+    return round(max(peaks.values()))
 
 
 def _run(step: list[str], rows: int, args, address: str | None) -> dict:
