@@ -7,16 +7,24 @@ Embeddings are precomputed (random unit vectors of the demo's shapes, 384-d text
 128-d image): encoding is measured by ``benchmarks/encoder_variants.py`` and would
 dominate everything here. Per size N:
 
-- ingest: the feature gate (Great Expectations) and ``write_offline`` of N rows;
+- ingest: the feature gate (Great Expectations) and ``write_offline`` of N rows, in
+  calls of at most 100,000 rows (the flows ingest window by window);
 - retrieval: ``get_training_frame`` (Feast, DuckDB) of all N rows, and pandas
   ``merge_asof`` over the same Parquet files as the baseline;
 - train: ``train_model`` on the N rows for 2 epochs (per-epoch cost; early stopping
   decides the epochs in production);
-- score: ``score_frame`` of the N rows with the trained pyfunc model;
-- monitor: one window of N/10 rows (a day of ten) assessed against a 10,000-row drift
-  reference (``assess_window``: drift, estimate, decision);
+- score: ``score_frame`` of the N rows in one call with the trained pyfunc model;
+- score_log: the N rows scored in calls of 100,000 and written to a prediction log (day
+  files), as the score flow does window by window;
+- monitor: the last of ten equal time windows of the log (about N/10 rows) assessed
+  against a 10,000-row drift reference (``assess_window``: drift, estimate, decision);
 - backfill: the ten windows' drift on the default runner and, with ``--dask``, on a Dask
-  cluster of 2 worker processes (results compared), plus scoring in chunks on Dask.
+  cluster of 2 worker processes (results compared), plus scoring in chunks on Dask. Only
+  time ranges and the reference's path go to the workers; each reads its window from
+  the log (``compute_drift_logged_windows``).
+
+Sizes above the largest trained one score with that size's model (``--steps`` can leave
+out ``train`` at 1,000,000 rows).
 
 Peak memory is the step process's maximum resident set (``ru_maxrss``); Dask workers'
 own peaks are reported separately (largest worker).
@@ -28,6 +36,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -37,9 +46,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-STEPS = ("ingest", "retrieval", "merge_asof", "train", "score", "monitor", "backfill")
+STEPS = (
+    "ingest",
+    "retrieval",
+    "merge_asof",
+    "train",
+    "score",
+    "score_log",
+    "monitor",
+    "backfill",
+)
 DASK_STEPS = ("dask_score", "dask_backfill")
 REFERENCE_ROWS = 10_000
+CALL_ROWS = 100_000  # rows per ingest or scoring call
+WINDOWS = 10
 
 
 def _config():
@@ -56,7 +76,64 @@ def _paths(work: Path, rows: int) -> dict[str, Path]:
         "feast": base / "feast",
         "model": base / "model",
         "scored": base / "scored.parquet",
+        "log": base / "log",
+        "reference": base / "drift_reference.npz",
     }
+
+
+def _model_dir(work: Path, rows: int) -> Path:
+    """This size's model, else the one of the largest smaller size that has one."""
+    trained = sorted(
+        (int(p.parent.name[1:]), p)
+        for p in work.glob("n*/model")
+        if (p / "MLmodel").exists() and int(p.parent.name[1:]) <= rows
+    )
+    if not trained:
+        raise FileNotFoundError(f"no model trained at {rows:,} rows or fewer: run train")
+    return trained[-1][1]
+
+
+def _feature_batches(paths, rows: int = CALL_ROWS):
+    """The feature frame in time order, ``rows`` at a time (embeddings as float32 arrays)."""
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(paths["features"]).iter_batches(batch_size=rows):
+        frame = batch.to_pandas()
+        for column in frame.columns:
+            if column.endswith("_emb"):
+                frame[column] = [np.asarray(v, dtype=np.float32) for v in frame[column]]
+        yield frame
+
+
+def _log_windows(paths, config, parts: int = WINDOWS) -> list[tuple[datetime, datetime]]:
+    """``parts`` equal time ranges covering the feature rows (and so the log)."""
+    import pyarrow.parquet as pq
+
+    times = pq.read_table(paths["features"], columns=[config.timestamp]).column(0)
+    first = pd.Timestamp(times[0].as_py()).to_pydatetime()
+    last = pd.Timestamp(times[-1].as_py()).to_pydatetime() + timedelta(microseconds=1)
+    step = (last - first) / parts
+    return [
+        (first + i * step, first + (i + 1) * step if i < parts - 1 else last) for i in range(parts)
+    ]
+
+
+def _log_reference(paths, config) -> Path:
+    """The drift reference of the log (a 10,000-row sample spread over the windows),
+    fitted once per size and saved beside it."""
+    from monitoring.drift import DriftConfig, fit_drift_reference
+    from monitoring.scoring import read_prediction_log
+
+    if not paths["reference"].exists():
+        windows = _log_windows(paths, config)
+        parts = []
+        for i, (start, end) in enumerate(windows):
+            window = read_prediction_log(config, paths["log"], start, end)
+            take = min(REFERENCE_ROWS // len(windows), len(window))
+            parts.append(window.sample(n=take, random_state=i))
+        sample = pd.concat(parts, ignore_index=True)
+        fit_drift_reference(sample, config, DriftConfig(), seed=0).save(paths["reference"])
+    return paths["reference"]
 
 
 def prepare(rows: int, work: Path) -> None:
@@ -84,21 +161,8 @@ def _features(paths) -> pd.DataFrame:
     return frame
 
 
-def _windows(scored: pd.DataFrame, config, parts: int = 10) -> list[pd.DataFrame]:
-    order = scored.sort_values(config.timestamp, kind="stable").reset_index(drop=True)
-    size = -(-len(order) // parts)
-    return [order.iloc[i : i + size] for i in range(0, len(order), size)]
-
-
-def _reference(scored: pd.DataFrame, config):
-    from monitoring.drift import DriftConfig, fit_drift_reference
-
-    sample = scored.sample(n=min(REFERENCE_ROWS, len(scored)), random_state=0)
-    return fit_drift_reference(sample, config, DriftConfig(), seed=0)
-
-
 def _drift_fingerprint(results) -> list:
-    return [r.model_dump(mode="json") for r in results]
+    return [r.model_dump(mode="json") if r is not None else None for r in results]
 
 
 def _warm_up(settings) -> None:
@@ -122,18 +186,20 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         from features.store import write_offline
         from features.validation import gate_rows
 
-        frame = _features(paths)
+        shutil.rmtree(paths["feast"], ignore_errors=True)  # a fresh store, as on a first run
         started = time.perf_counter()
-        gate = gate_rows(
-            frame,
-            config,
-            kind="features",
-            quarantine_dir=paths["base"] / "q",
-            batch_name=f"scale-{rows}",
-            context_dir=paths["base"] / "gx",
-        )
-        write_offline(gate.passed, config, paths["feast"])
-        info["rows_stored"] = len(gate.passed)
+        info["rows_stored"] = 0
+        for i, frame in enumerate(_feature_batches(paths)):
+            gate = gate_rows(
+                frame,
+                config,
+                kind="features",
+                quarantine_dir=paths["base"] / "q",
+                batch_name=f"scale-{rows}-{i}",
+                context_dir=paths["base"] / "gx",
+            )
+            write_offline(gate.passed, config, paths["feast"])
+            info["rows_stored"] += len(gate.passed)
     elif step in ("retrieval", "merge_asof"):
         from benchmarks.foundation_bench import merge_asof_frame
         from features.store import get_training_frame, prepare_store
@@ -161,6 +227,7 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         info["train_s"] = round(result.train_seconds, 2)
         info["epochs"] = result.epochs_run
         elapsed = time.perf_counter() - started
+        shutil.rmtree(paths["model"], ignore_errors=True)
         save_pyfunc(result.model, paths["model"], result.splits.test.head(50))
         return {**info, "seconds": elapsed}
     elif step == "score":
@@ -168,28 +235,44 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         from training.pyfunc import load_pyfunc
 
         frame = _features(paths)
-        model = load_pyfunc(paths["model"])
+        model = load_pyfunc(_model_dir(work, rows))
         started = time.perf_counter()
         scored = score_frame(model, frame, config, "1", scored_at=datetime(2026, 9, 1, tzinfo=UTC))
         elapsed = time.perf_counter() - started
         scored.to_parquet(paths["scored"], index=False)
         return {"seconds": elapsed}
+    elif step == "score_log":
+        from monitoring.scoring import score_frame, write_prediction_log
+        from training.pyfunc import load_pyfunc
+
+        model = load_pyfunc(_model_dir(work, rows))
+        shutil.rmtree(paths["log"], ignore_errors=True)
+        paths["reference"].unlink(missing_ok=True)
+        started = time.perf_counter()
+        info["rows_logged"] = 0
+        for frame in _feature_batches(paths):
+            scored = score_frame(
+                model, frame, config, "1", scored_at=datetime(2026, 9, 1, tzinfo=UTC)
+            )
+            write_prediction_log(scored, config, paths["log"])
+            info["rows_logged"] += len(scored)
     elif step == "monitor":
         from monitoring.assessment import ChampionInfo, assess_window
-        from monitoring.drift import DriftConfig
+        from monitoring.drift import DriftConfig, DriftReference
         from monitoring.policy import PolicyConfig, PolicyState
+        from monitoring.scoring import read_prediction_log
 
-        scored = _read_scored(paths)
-        window = _windows(scored, config)[-1]
+        fitting = time.perf_counter()
+        reference = DriftReference.load(_log_reference(paths, config))
+        info["fit_reference_s"] = round(time.perf_counter() - fitting, 2)
+        begin, end = _log_windows(paths, config)[-1]
         started = time.perf_counter()
-        reference = _reference(scored, config)
-        info["fit_reference_s"] = round(time.perf_counter() - started, 2)
-        begin = window[config.timestamp].min().to_pydatetime()
+        window = read_prediction_log(config, paths["log"], begin, end)
         assess_window(
             dataset=config,
             window=window,
             window_start=begin,
-            window_end=begin + timedelta(days=6),
+            window_end=end,
             champion=ChampionInfo(name="bench", version="1", run_id="-", performance=0.8),
             drift_reference=reference,
             state=PolicyState(),
@@ -200,11 +283,10 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         info["window_rows"] = len(window)
     elif step in ("backfill", "dask_backfill"):
         from flows.settings import get_settings
-        from flows.task_runners import compute_drift_windows
+        from flows.task_runners import compute_drift_logged_windows
 
-        scored = _read_scored(paths)
-        reference = _reference(scored, config)
-        windows = _windows(scored, config)
+        reference = _log_reference(paths, config)
+        windows = _log_windows(paths, config)
         settings = get_settings(
             data_dir=paths["base"] / "mmops",
             task_runner="dask" if step == "dask_backfill" else "default",
@@ -212,7 +294,7 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         )
         _warm_up(settings)
         started = time.perf_counter()
-        results = compute_drift_windows(reference, windows, settings)
+        results = compute_drift_logged_windows(reference, paths["log"], windows, settings)
         elapsed = time.perf_counter() - started
         fingerprint = paths["base"] / f"{step}.json"
         fingerprint.write_text(json.dumps(_drift_fingerprint(results), default=str))
@@ -251,8 +333,17 @@ def _read_scored(paths) -> pd.DataFrame:
     return _features({"features": paths["scored"]})
 
 
-def _peak_mb(who) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024
+def _peak_mb() -> float:
+    """This process's peak resident set. ``VmHWM`` where Linux has it: ``ru_maxrss``
+    survives ``exec``, so a step spawned from the benchmark's process (which hosts the Dask
+    scheduler) would report that process's size when it was larger."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -271,7 +362,7 @@ def main() -> None:
             prepare(args.rows, args.work)
             return
         result = run_step(args.step, args.rows, args.work, args.dask_address)
-        result["peak_mb"] = round(_peak_mb(resource.RUSAGE_SELF))
+        result["peak_mb"] = round(_peak_mb())
         print("RESULT " + json.dumps(result))
         return
 
@@ -304,15 +395,21 @@ def main() -> None:
                     _paths(args.work, rows)["base"] / "dask_backfill.json"
                 ).read_text()
                 table[rows]["dask_backfill"]["same_as_default"] = same
-                workers = cluster.scheduler_info["workers"].values()
-                table[rows]["dask_backfill"]["worker_mb_now"] = round(
-                    max(w.get("metrics", {}).get("memory", 0) for w in workers) / 2**20
-                )
+                table[rows]["dask_backfill"]["worker_peak_mb"] = _worker_peak_mb(cluster)
     finally:
         if cluster is not None:
             cluster.close()
     (args.work / "scaling.json").write_text(json.dumps(table, indent=1))
     _print(table)
+
+
+def _worker_peak_mb(cluster) -> int:
+    """The largest Dask worker process's maximum resident set so far."""
+    from distributed import Client
+
+    with Client(cluster) as client:
+        peaks = client.run(_peak_mb)
+    return round(max(peaks.values()))
 
 
 def _run(step: list[str], rows: int, args, address: str | None) -> dict:

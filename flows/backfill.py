@@ -7,24 +7,27 @@ parallel backfill. Drift, the performance estimate and the realized performance 
 window do not depend on other windows, ``settings.seed`` fixes every random choice and
 each window is decided as of its end, so both runners (and reruns) give the same
 assessments. Nothing is written, sent or retrained.
+
+Only time ranges and paths travel to the workers: each task reads its window from the
+prediction log and the champion's drift reference from the data directory (shared by
+every worker), so the flow process neither holds nor pickles the rows of the backfill.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import InvalidConfigError
-from features.schema import DatasetConfig
-from flows.monitor import load_champion_reference, load_log
+from flows.monitor import champion_reference_dir, load_champion_reference, load_log
 from flows.runtime import get_runtime
-from flows.task_runners import map_on_runner
+from flows.settings import Settings
+from flows.task_runners import load_drift_reference, map_on_runner
 from monitoring.assessment import ChampionInfo, WindowAssessment, assess_window
-from monitoring.drift import DriftConfig, DriftReference
+from monitoring.drift import DriftConfig
 from monitoring.policy import PolicyConfig, PolicyState
 
 
@@ -56,24 +59,29 @@ def backfill_windows(
 
 @task(cache_policy=NO_CACHE)
 def assess_past_window(
-    dataset: DatasetConfig,
-    window: pd.DataFrame,
+    settings: Settings,
     bounds: tuple[datetime, datetime],
     champion: ChampionInfo,
-    drift_reference: DriftReference,
+    drift_reference_path: str,
     policy: PolicyConfig,
     drift: DriftConfig,
     labelled: bool,
     seed: int,
-) -> WindowAssessment:
+) -> WindowAssessment | None:
+    """Assess one window, read here from the shared prediction log; None when it has
+    no scored rows."""
+    runtime = get_runtime(settings)
     start, end = bounds
+    window = load_log(runtime, start, end, labels=labelled)
+    if window.empty:
+        return None
     return assess_window(
-        dataset=dataset,
+        dataset=runtime.config,
         window=window,
         window_start=start,
         window_end=end,
         champion=champion,
-        drift_reference=drift_reference,
+        drift_reference=load_drift_reference(drift_reference_path),
         state=PolicyState(),
         policy=policy,
         drift_config=drift,
@@ -91,23 +99,19 @@ def monitor_backfill_flow(params: BackfillParams) -> list[WindowAssessment]:
     parallel on the configured task runner; windows without rows are skipped."""
     runtime = get_runtime()
     champion = load_champion_reference(runtime, params.policy.metric)
-    frames = []
-    for bounds in backfill_windows(params.start, params.end, params.window_hours):
-        frame = load_log(runtime, *bounds, labels=params.labels)
-        if not frame.empty:
-            frames.append((bounds, frame))
+    reference = champion_reference_dir(runtime, champion.info.name, champion.version)
     calls = [
         {
-            "dataset": runtime.config,
-            "window": frame,
+            "settings": runtime.settings,
             "bounds": bounds,
             "champion": champion.info,
-            "drift_reference": champion.drift_reference,
+            "drift_reference_path": str(reference / "drift_reference.npz"),
             "policy": params.policy,
             "drift": params.drift,
             "labelled": params.labels,
             "seed": runtime.settings.seed,
         }
-        for bounds, frame in frames
+        for bounds in backfill_windows(params.start, params.end, params.window_hours)
     ]
-    return map_on_runner(runtime.settings, "assess-windows", assess_past_window, calls)
+    results = map_on_runner(runtime.settings, "assess-windows", assess_past_window, calls)
+    return [r for r in results if r is not None]

@@ -254,6 +254,12 @@ def load_log(runtime: Runtime, start: datetime, end: datetime, labels: bool) -> 
     return join_labels(log, found, runtime.config)
 
 
+def champion_reference_dir(runtime: Runtime, name: str, version: str) -> Path:
+    """Where a version's reference sample and drift reference are kept once downloaded
+    (in the data directory, which every worker shares)."""
+    return runtime.settings.data_dir / "models" / f"{name}-reference" / version
+
+
 @task(
     retries=2,
     retry_delay_seconds=5,
@@ -270,7 +276,7 @@ def load_champion_reference(runtime: Runtime, metric: str) -> ChampionReference:
     if version is None:
         raise NoChampionError(f"{name} has no champion: train and promote a model first")
     run_id = client.get_model_version(name, version).run_id
-    cache = runtime.settings.data_dir / "models" / f"{name}-reference" / version
+    cache = champion_reference_dir(runtime, name, version)
     if not (cache / "drift_reference.npz").exists():
         with tempfile.TemporaryDirectory(dir=runtime.settings.data_dir) as tmp:
             sample = client.download_artifacts(run_id, REFERENCE_ARTIFACT, tmp)

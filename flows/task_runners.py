@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -93,6 +94,58 @@ def compute_drift_windows(
         for w in windows
     ]
     return map_on_runner(settings, "drift-windows", drift_of_window, calls)
+
+
+@cache
+def load_drift_reference(path: str) -> DriftReference:
+    """A drift reference saved on shared storage (``DriftReference.save``), read once per
+    process: the path must name one immutable reference (the champion's is stored per
+    version)."""
+    return DriftReference.load(path)
+
+
+@task(cache_policy=NO_CACHE)
+def drift_of_logged_window(
+    reference_path: str,
+    log_dir: str,
+    bounds: tuple[datetime, datetime],
+    drift_config: DriftConfig,
+    seed: int,
+) -> DriftResult | None:
+    """Drift of the prediction-log rows stamped in ``bounds``, read by the worker itself
+    from the shared log; None when the window has no rows."""
+    from monitoring.scoring import read_prediction_log
+
+    reference = load_drift_reference(reference_path)
+    window = read_prediction_log(reference.dataset, Path(log_dir), *bounds)
+    if window.empty:
+        return None
+    return compute_drift(reference, window, drift_config, seed=seed)
+
+
+def compute_drift_logged_windows(
+    reference_path: str | Path,
+    log_dir: str | Path,
+    windows: Sequence[tuple[datetime, datetime]],
+    settings: Settings,
+    drift_config: DriftConfig | None = None,
+) -> list[DriftResult | None]:
+    """Like :func:`compute_drift_windows`, but only paths and time ranges travel to the
+    workers: each reads its window from the prediction log and the reference from its
+    file (both on storage every worker sees), so the flow process never holds or pickles
+    the rows. One result per window, None for a window without rows."""
+    drift_config = drift_config or DriftConfig()
+    calls = [
+        {
+            "reference_path": str(reference_path),
+            "log_dir": str(log_dir),
+            "bounds": bounds,
+            "drift_config": drift_config,
+            "seed": settings.seed,
+        }
+        for bounds in windows
+    ]
+    return map_on_runner(settings, "drift-logged-windows", drift_of_logged_window, calls)
 
 
 @task(cache_policy=NO_CACHE)

@@ -241,11 +241,11 @@ def test_another_text_encoder_variant_is_refused_by_ingest_training_and_scoring(
     start, end = DEMO_START, pipeline["history_end"]
     os.environ["MMOPS_TEXT_ENCODER"] = "int8"
     try:
-        with pytest.raises(EncoderMismatchError, match=r"offline store .*\+int8 now"):
+        with pytest.raises(EncoderMismatchError, match=r"offline store .*\+int8-mixed1 now"):
             ingest_flow(IngestParams(start=start, end=start + timedelta(days=1)))
         with pytest.raises(EncoderMismatchError, match=r"offline store"):
             train_flow(TrainParams(train={"epochs": 1, "show_progress": False}))
-        with pytest.raises(EncoderMismatchError, match=r"champion .* v1 holds .*\+int8 now"):
+        with pytest.raises(EncoderMismatchError, match=r"champion .* v1 holds .*\+int8-mixed1 now"):
             score_flow(ScoreParams(start=start, end=end))
     finally:
         os.environ.pop("MMOPS_TEXT_ENCODER")

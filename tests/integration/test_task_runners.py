@@ -65,3 +65,49 @@ def test_embedding_on_dask_matches_the_default_runner(tmp_path, demo_sources):
             on_dask[column.replace("_emb", "_present")]
             == on_threads[column.replace("_emb", "_present")]
         ).all()
+
+
+def test_windows_read_from_the_log_by_the_workers_match_windows_sent_as_frames(tmp_path):
+    pytest.importorskip("prefect_dask")
+    from datetime import UTC, datetime
+
+    import pandas as pd
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.task_runners import compute_drift_logged_windows, compute_drift_windows
+    from monitoring.scoring import write_prediction_log
+
+    config = synthetic_config()
+    reference = fit_drift_reference(synthetic_frame(600, seed=0), config, SMALL, seed=0)
+    reference_path = reference.save(tmp_path / "drift_reference.npz")
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    frames, bounds = [], []
+    for day, seed in enumerate((1, 2, 9)):
+        frame = synthetic_frame(150, seed=seed)
+        if seed == 9:
+            frame["price"] = frame["price"] * 3  # one drifted window
+        frame["order_id"] += 1000 * day
+        frame["event_timestamp"] = pd.Timestamp(start + timedelta(days=day)) + pd.to_timedelta(
+            range(150), unit="min"
+        )
+        frames.append(frame)
+        bounds.append((start + timedelta(days=day), start + timedelta(days=day + 1)))
+    write_prediction_log(pd.concat(frames, ignore_index=True), config, tmp_path / "log")
+    bounds.append((start + timedelta(days=5), start + timedelta(days=6)))  # no rows
+    default = get_settings(data_dir=tmp_path)
+    dask = get_settings(data_dir=tmp_path, task_runner="dask")
+
+    with prefect_test_harness(server_startup_timeout=120):
+        sent = compute_drift_windows(reference, frames, default, SMALL)
+        on_threads = compute_drift_logged_windows(
+            reference_path, tmp_path / "log", bounds, default, SMALL
+        )
+        on_dask = compute_drift_logged_windows(
+            reference_path, tmp_path / "log", bounds, dask, SMALL
+        )
+
+    assert on_threads[-1] is None and on_dask[-1] is None
+    expected = [r.model_dump() for r in sent]
+    assert [r.model_dump() for r in on_threads[:-1]] == expected
+    assert [r.model_dump() for r in on_dask[:-1]] == expected
+    assert [r.any_drift for r in on_dask[:-1]] == [False, False, True]
