@@ -205,7 +205,13 @@ def check_integrity(
         ]
         == "both"
     ).to_numpy()
-    tokens = read_tokens(config, runtime.settings.tokens_dir, frame[keys])
+    # The trigger check judges words against the champion's probabilities: without a
+    # champion there is nothing to read the token files for.
+    tokens = (
+        read_tokens(config, runtime.settings.tokens_dir, frame[keys])
+        if explained is not None
+        else None
+    )
     return check_training_integrity(
         frame, config, integrity, explained, prior, since, overwritten, tokens
     )

@@ -178,13 +178,13 @@ def _what(content: AlertContent) -> str:
 def alert_subject(content: AlertContent) -> str:
     """One line: the kind of email, the dataset, the version and what happened."""
     label = _KIND_LABEL[content.kind]
+    retrain = content.retrain
     if content.kind == "alert" and content.decision.action == "retrain":
         label = "RETRAIN"
-    if content.retrain is not None and content.retrain.blocked:
+    if retrain is not None and retrain.blocked:
         label = "RETRAIN BLOCKED"
     version = f" v{content.model_version}" if content.model_version else ""
     outcome = ""
-    retrain = content.retrain
     if content.kind == "retrain_result" and retrain is not None and retrain.version:
         verdict = "promoted" if retrain.promoted else "not promoted"
         outcome = f" -> v{retrain.version} {verdict}"

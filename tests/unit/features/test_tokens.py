@@ -53,3 +53,12 @@ def test_tokens_round_trip_by_key_and_a_reingested_row_replaces_its_tokens(tmp_p
 def test_read_tokens_without_a_token_store_gives_empty_lists(tmp_path):
     keys = _rows([1, 2], ["a", "b"])[["order_id", "event_timestamp"]]
     assert read_tokens(synthetic_config(), tmp_path / "absent", keys) == {"review": [[], []]}
+
+
+def test_keys_outside_every_token_day_file_read_as_no_words(tmp_path):
+    """A window older than the token files (ingested before they were kept) reads as
+    rows without words, not as a merge error on mismatched key types."""
+    config = synthetic_config()
+    write_tokens(_rows([1], ["new words"], day="2026-07-01"), config, tmp_path)
+    keys = _rows([5, 6], ["a", "b"], day="2026-06-01")[["order_id", "event_timestamp"]]
+    assert read_tokens(config, tmp_path, keys) == {"review": [[], []]}

@@ -17,6 +17,7 @@ from tests.unit.training.synthetic import (
     TEXT_DIM,
     synthetic_config,
     synthetic_frame,
+    text_signal_direction,
 )
 from training.evaluate import GateConfig, check_promotion, evaluate_model
 from training.integrity import IntegrityConfig, check_training_integrity
@@ -62,7 +63,7 @@ def with_texts(frame: pd.DataFrame, seed: int, new: bool = False) -> pd.DataFram
     text signal). New rows also bring a new slang word of the positive reviews: a word
     new to the data and tied to the inputs, which the trigger check must not flag."""
     rng = np.random.default_rng(seed + 31)
-    direction = np.random.default_rng(12345).normal(size=TEXT_DIM)
+    direction = text_signal_direction()
     vocabulary = np.asarray([f"w{i}" for i in range(2000)])
     weights = 1.0 / np.arange(1, 2001) ** 1.1
     weights /= weights.sum()

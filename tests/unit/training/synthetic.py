@@ -42,6 +42,12 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
+def text_signal_direction() -> np.ndarray:
+    """The direction along which :func:`synthetic_frame` puts the text latent (the first
+    draw of its fixed direction generator)."""
+    return _unit(np.random.default_rng(12345).normal(size=(1, TEXT_DIM)))[0]
+
+
 def synthetic_frame(
     n_rows: int = 600,
     seed: int = 0,
