@@ -64,13 +64,15 @@ def main() -> None:
         help="A clean retrain should be promoted when its macro-F1 on the fresh rows beats "
         "the champion's by more than this.",
     )
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/poisoning.json"))
     args = parser.parse_args()
     started = time.perf_counter()
-    rows = {s: [] for s in SCENARIOS}
+    # The clean retrain is every scenario's yardstick: always run.
+    rows = {s: [] for s in dict.fromkeys(["clean", *args.scenarios])}
     for seed in range(args.seeds):
         world = build_world(seed, future_rows=args.future_rows)
-        for scenario in SCENARIOS:
+        for scenario in rows:
             outcome = retrain(world, scenario, GATE)
             rows[scenario].append(
                 {
@@ -89,9 +91,10 @@ def main() -> None:
             print(scenario, seed, rows[scenario][-1], flush=True)
     lines = [
         "| scenario | poisoned rows (mean) | promoted, old gate | promoted, new | blocked by "
-        "integrity | flag precision | flag recall | macro-F1 of the promoted on fresh rows, "
-        "vs the clean retrain: mean / worst |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "integrity | flag precision | flag recall | promoted, yet no better than the "
+        "champion on fresh rows | macro-F1 of the promoted on fresh rows, vs the clean "
+        "retrain: mean / worst |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     clean = {r["seed"]: r["true_delta"] for r in rows["clean"]}
     for scenario, results in rows.items():
@@ -109,10 +112,14 @@ def main() -> None:
             if r["promoted"] and poisoned and clean.get(r["seed"]) is not None
         ]
         cost = f"{np.mean(harm):+.3f} / {min(harm):+.3f}" if harm else "-"
+        no_better = sum(
+            r["promoted"] and r["true_delta"] is not None and r["true_delta"] <= 0 for r in results
+        )
         lines.append(
             f"| {scenario} | {poisoned / n:.0f} | {sum(r['old_gate_promoted'] for r in results)}/{n}"
             f" | {sum(r['promoted'] for r in results)}/{n} | "
-            f"{sum(r['blocked'] for r in results)}/{n} | {precision} | {recall} | {cost} |"
+            f"{sum(r['blocked'] for r in results)}/{n} | {precision} | {recall} | "
+            f"{no_better}/{n} | {cost} |"
         )
     clean_runs = rows["clean"]
     worth = [r for r in clean_runs if (r["true_delta"] or 0.0) > args.worth]

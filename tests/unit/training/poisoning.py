@@ -199,7 +199,11 @@ def retrain(
         else (None, None)
     )
     decision = check_promotion(candidate_eval, champion_eval, gate, *golden_pair)
-    by_holdout = {c.holdout: c.delta for c in decision.comparisons if c.slice == "overall"}
+    by_holdout = {
+        c.holdout: c.delta
+        for c in decision.comparisons
+        if c.slice == "overall" and c.metric == gate.primary_metric
+    }
     true_delta = None
     if world.future is not None:
         true_delta = (

@@ -6,6 +6,7 @@ import pytest
 from training.evaluate import (
     GateConfig,
     MetricSet,
+    brier_scores,
     build_reference_sample,
     check_promotion,
     compute_metrics,
@@ -122,6 +123,68 @@ def test_gate_rejects_a_slice_regression_and_poor_calibration(evaluation):
     assert not worse_slice.promote and "channel=web" in worse_slice.reason
     uncalibrated = check_promotion(_with(evaluation, 0.90, ece=0.3), champion, gate)
     assert not uncalibrated.promote and "calibration" in uncalibrated.reason
+
+
+def _scored(evaluation, y: np.ndarray, proba: np.ndarray):
+    """``evaluation`` re-scored as if the model gave ``proba`` on rows labelled ``y``."""
+    overall = compute_metrics(y, proba, 2).model_copy(update={"ece": 0.02})
+    return evaluation.model_copy(
+        update={
+            "overall": overall,
+            "row_labels": y.tolist(),
+            "row_predictions": proba.argmax(axis=1).tolist(),
+            "row_brier": brier_scores(y, proba).tolist(),
+        }
+    )
+
+
+def _probabilities(y: np.ndarray, right: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Two-class probabilities giving ``confidence`` to the true class where ``right``,
+    else to the other one."""
+    top = np.where(right, y, 1 - y)
+    proba = np.empty((len(y), 2))
+    proba[np.arange(len(y)), top] = confidence
+    proba[np.arange(len(y)), 1 - top] = 1 - confidence
+    return proba
+
+
+def test_the_brier_test_sees_a_gain_the_macro_f1_test_misses(evaluation):
+    """Same decisions, sharper where right: macro-F1 is unchanged, so its paired test can
+    never promote; the per-row Brier score sees the better probabilities."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    right = rng.random(300) < 0.8
+    champion = _scored(evaluation, y, _probabilities(y, right, np.full(300, 0.65)))
+    sharper = np.where(right, 0.8, 0.6)
+    challenger = _scored(evaluation, y, _probabilities(y, right, sharper))
+    decision = check_promotion(challenger, champion, GateConfig())
+    assert decision.promote, decision.reason
+    brier = next(c for c in decision.comparisons if c.metric == "brier")
+    assert brier.low > 0 and brier.delta == pytest.approx(
+        champion.overall.brier - challenger.overall.brier
+    )
+    old = check_promotion(challenger, champion, GateConfig(recent_test="primary_metric"))
+    assert not old.promote and "lower bound" in old.reason
+
+
+def test_the_brier_gate_rejects_worse_decisions_and_noise(evaluation):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    right = rng.random(300) < 0.8
+    champion = _scored(evaluation, y, _probabilities(y, right, np.full(300, 0.65)))
+    # Much sharper where right, but wrong on 15 rows the champion gets right.
+    worse = right.copy()
+    worse[np.flatnonzero(right)[:15]] = False
+    confident = np.where(worse, 0.95, 0.55)
+    decides_worse = _scored(evaluation, y, _probabilities(y, worse, confident))
+    decision = check_promotion(decides_worse, champion, GateConfig())
+    assert not decision.promote
+    assert [c.name for c in decision.checks if not c.passed] == ["macro_f1_vs_champion"]
+    # Probabilities moved at random around the champion's: no significant Brier gain.
+    jitter = np.clip(0.65 + rng.normal(0, 0.05, 300), 0.51, 0.99)
+    noise = _scored(evaluation, y, _probabilities(y, right, jitter))
+    decision = check_promotion(noise, champion, GateConfig())
+    assert not decision.promote and "brier_vs_champion" in decision.reason
 
 
 def test_first_version_must_beat_the_baseline(evaluation):

@@ -14,7 +14,12 @@ from tests.unit.training.poisoning import (
     new_window,
     retrain,
 )
-from training.evaluate import check_promotion, evaluate_model, paired_bootstrap
+from training.evaluate import (
+    check_promotion,
+    evaluate_model,
+    paired_bootstrap,
+    paired_mean_bootstrap,
+)
 from training.integrity import IntegrityConfig, check_training_integrity
 from training.train import train_model
 
@@ -145,3 +150,14 @@ def test_paired_bootstrap_separates_a_real_gain_from_noise():
     assert low < 0 < high
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_bootstrap(y, better[:-1], champion, 2, "accuracy")
+
+
+def test_paired_mean_bootstrap_bounds_a_mean_gain():
+    rng = np.random.default_rng(0)
+    gain = rng.normal(0.02, 0.1, 600)
+    mean, low, high = paired_mean_bootstrap(gain, n_resamples=500)
+    assert mean == pytest.approx(gain.mean()) and 0 < low < mean < high
+    _, low, high = paired_mean_bootstrap(rng.normal(0.0, 0.1, 600), n_resamples=500)
+    assert low < 0 < high
+    with pytest.raises(ValueError, match="finite, non-empty"):
+        paired_mean_bootstrap(np.array([0.1, np.nan]))
