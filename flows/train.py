@@ -3,6 +3,7 @@ promotion gate."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -51,10 +52,12 @@ from training.registry import (
     sweep_orphaned_versions,
     training_experiment_description,
 )
-from training.train import TrainConfig, TrainingManifest, TrainResult, train_model
+from training.train import TrainConfig, TrainingManifest, TrainResult, hash_frame, train_model
 
 DRIFT_REFERENCE_ARTIFACT = "monitoring"
 REQUEST_TAG = "mmops.request_id"
+BLOCKED_DIGEST_TAG = "mmops.integrity.digest"
+BLOCKED_REVIEW_TAG = "mmops.integrity.review"
 ENCODERS_TAG = "mmops.encoders"
 TRAINING_EXPERIMENT = "{name}-training"
 
@@ -428,9 +431,13 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     runtime.check_offline_encoders()
     golden = load_golden(runtime, params.golden, end)
     frame = load_training_set(runtime, start, end, golden[0] if golden else None)
+    if params.request_id:
+        earlier = find_blocked(runtime, params.request_id, frame, params)
+        if earlier is not None:
+            return earlier
     integrity = check_integrity(runtime, frame, params)
     if integrity is not None and integrity.blocked:
-        return _blocked(runtime, params, integrity)
+        return _blocked(runtime, params, integrity, frame)
     if integrity is not None and integrity.quarantine.any():
         frame = frame[~integrity.quarantine].reset_index(drop=True)
     gate = validate_training_set(runtime, frame, training_batch_name(runtime, frame))
@@ -475,7 +482,59 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
     )
 
 
-def _blocked(runtime: Runtime, params: TrainParams, integrity: IntegrityResult) -> TrainOutcome:
+def _check_digest(runtime: Runtime, frame: pd.DataFrame, params: TrainParams) -> str:
+    """What a check's outcome depends on: the training frame, the integrity bounds and
+    the champion it is judged against."""
+    integrity = params.integrity or runtime.settings.integrity
+    client = connect(runtime.settings.tracking_uri)
+    name = registered_model_name(runtime)
+    champion = current_champion(client, name) if _model_exists(client, name) else None
+    digest = hashlib.sha256(hash_frame(frame, sorted(frame.columns)).encode())
+    digest.update(integrity.model_dump_json().encode())
+    digest.update(f"champion={champion}".encode())
+    return digest.hexdigest()
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def find_blocked(
+    runtime: Runtime, request_id: str, frame: pd.DataFrame, params: TrainParams
+) -> TrainOutcome | None:
+    """The earlier blocked outcome of this retrain request on the same data, bounds and
+    champion, if any: a re-run (a retried monitor run, the same window again) reports it
+    instead of logging the same blocked check again. Data re-delivered since, relaxed
+    bounds or a new champion check again."""
+    client = connect(runtime.settings.tracking_uri)
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT.format(name=runtime.config.name))
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{REQUEST_TAG}` = '{request_id}' and tags.`mmops.integrity` = "
+        "'blocked' and attributes.status = 'FINISHED'",
+    )
+    if not runs:
+        return None
+    digest = _check_digest(runtime, frame, params)
+    for run in runs:
+        if run.data.tags.get(BLOCKED_DIGEST_TAG) == digest:
+            review = run.data.tags.get(BLOCKED_REVIEW_TAG, "retrain blocked (earlier run)")
+            get_run_logger().info("request %s was blocked on this data before", request_id)
+            return TrainOutcome(
+                run_id=run.info.run_id,
+                version="",
+                promoted=False,
+                reason=review,
+                test_metrics={},
+                reused=True,
+                blocked=True,
+                review=review,
+            )
+    return None
+
+
+def _blocked(
+    runtime: Runtime, params: TrainParams, integrity: IntegrityResult, frame: pd.DataFrame
+) -> TrainOutcome:
     """Log the blocked check as a run of its own (report and plot) and say why."""
     client = connect(runtime.settings.tracking_uri)
     experiment = ensure_experiment(
@@ -483,10 +542,7 @@ def _blocked(runtime: Runtime, params: TrainParams, integrity: IntegrityResult) 
     )
     run = client.create_run(experiment, run_name=f"{params.trigger} blocked by integrity check")
     client.set_tag(run.info.run_id, "mmops.integrity", "blocked")
-    if params.request_id:
-        client.set_tag(run.info.run_id, REQUEST_TAG, params.request_id)
     _log_integrity(client, run.info.run_id, integrity, runtime.config)
-    client.set_terminated(run.info.run_id, "FINISHED")
     summary = integrity.summary
     review = (
         "retrain blocked by the training-data integrity check: "
@@ -495,6 +551,13 @@ def _blocked(runtime: Runtime, params: TrainParams, integrity: IntegrityResult) 
         + "; ".join(summary.look_at or ["the flagged rows"])
         + f" (run {run.info.run_id}, artifacts integrity/)."
     )
+    if params.request_id:
+        # Tagged last, once the report is logged: a run cut short is never found as the
+        # request's outcome (find_blocked asks for a finished run with these tags).
+        client.set_tag(run.info.run_id, BLOCKED_REVIEW_TAG, review[:5000])
+        client.set_tag(run.info.run_id, BLOCKED_DIGEST_TAG, _check_digest(runtime, frame, params))
+        client.set_tag(run.info.run_id, REQUEST_TAG, params.request_id)
+    client.set_terminated(run.info.run_id, "FINISHED")
     get_run_logger().warning(review)
     create_markdown_artifact(key="train-summary", markdown=integrity_markdown(summary))
     return TrainOutcome(

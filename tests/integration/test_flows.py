@@ -269,3 +269,28 @@ def test_a_trigger_token_in_new_labelled_rows_blocks_the_retrain(pipeline):
         outcome.run_id, "integrity/integrity_report.md", str(pipeline["data_dir"] / "dl")
     )
     assert f"'{TRIGGER_TOKEN}'" in Path(report).read_text(encoding="utf-8")
+
+    # A re-run of the same retrain request (a retried monitor run) on the same data
+    # reports the earlier blocked check instead of logging it again; once new data has
+    # arrived, the same request is checked again.
+    client = mlflow.MlflowClient(runtime.settings.tracking_uri)
+    request = TrainParams(train=SMALL_TRAIN, request_id="petfood-retrain-blocked-day9")
+
+    def request_runs() -> list[str]:
+        experiment = client.get_experiment_by_name("petfood-training")
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`mmops.request_id` = '{request.request_id}'",
+        )
+        return [r.info.run_id for r in runs]
+
+    first = train_flow(request)
+    assert first.blocked and not first.reused and request_runs() == [first.run_id]
+    again = train_flow(request)
+    assert again.blocked and again.reused and again.run_id == first.run_id
+    assert again.reason == first.reason and request_runs() == [first.run_id]
+    path, start = _production_day(pipeline, 10, "none", rows=200)
+    ingest_flow(IngestParams(start=start, end=start + timedelta(days=1), raw_path=str(path)))
+    later = train_flow(request)
+    assert later.blocked and not later.reused and later.run_id != first.run_id
+    assert sorted(request_runs()) == sorted([first.run_id, later.run_id])
