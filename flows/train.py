@@ -88,6 +88,8 @@ class TrainParams(BaseModel):
     )
     request_id: str | None = Field(
         default=None,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
         description="Idempotency key of a requested retrain: a finished run with the same "
         "key is reported instead of training again (a retried or re-run request trains once).",
     )
@@ -119,6 +121,20 @@ class TrainOutcome(BaseModel):
     review: str = Field(
         default="", description="What an operator should review (blocked or awaiting approval)."
     )
+
+    @classmethod
+    def blocked_by_check(cls, run_id: str, review: str, reused: bool = False) -> TrainOutcome:
+        """A retrain the integrity check blocked (run ``run_id`` holds its report)."""
+        return cls(
+            run_id=run_id,
+            version="",
+            promoted=False,
+            reason=review,
+            test_metrics={},
+            reused=reused,
+            blocked=True,
+            review=review,
+        )
 
 
 def registered_model_name(runtime: Runtime) -> str:
@@ -495,6 +511,19 @@ def _check_digest(runtime: Runtime, frame: pd.DataFrame, params: TrainParams) ->
     return digest.hexdigest()
 
 
+def _request_runs(runtime: Runtime, request_id: str, also: str = "") -> list:
+    """Finished training runs tagged with ``request_id`` (``also``: more filter terms)."""
+    client = connect(runtime.settings.tracking_uri)
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT.format(name=runtime.config.name))
+    if experiment is None:
+        return []
+    return client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{REQUEST_TAG}` = '{request_id}' and attributes.status = "
+        f"'FINISHED' {also}",
+    )
+
+
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def find_blocked(
     runtime: Runtime, request_id: str, frame: pd.DataFrame, params: TrainParams
@@ -503,15 +532,7 @@ def find_blocked(
     champion, if any: a re-run (a retried monitor run, the same window again) reports it
     instead of logging the same blocked check again. Data re-delivered since, relaxed
     bounds or a new champion check again."""
-    client = connect(runtime.settings.tracking_uri)
-    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT.format(name=runtime.config.name))
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{REQUEST_TAG}` = '{request_id}' and tags.`mmops.integrity` = "
-        "'blocked' and attributes.status = 'FINISHED'",
-    )
+    runs = _request_runs(runtime, request_id, "and tags.`mmops.integrity` = 'blocked'")
     if not runs:
         return None
     digest = _check_digest(runtime, frame, params)
@@ -519,16 +540,7 @@ def find_blocked(
         if run.data.tags.get(BLOCKED_DIGEST_TAG) == digest:
             review = run.data.tags.get(BLOCKED_REVIEW_TAG, "retrain blocked (earlier run)")
             get_run_logger().info("request %s was blocked on this data before", request_id)
-            return TrainOutcome(
-                run_id=run.info.run_id,
-                version="",
-                promoted=False,
-                reason=review,
-                test_metrics={},
-                reused=True,
-                blocked=True,
-                review=review,
-            )
+            return TrainOutcome.blocked_by_check(run.info.run_id, review, reused=True)
     return None
 
 
@@ -560,28 +572,14 @@ def _blocked(
     client.set_terminated(run.info.run_id, "FINISHED")
     get_run_logger().warning(review)
     create_markdown_artifact(key="train-summary", markdown=integrity_markdown(summary))
-    return TrainOutcome(
-        run_id=run.info.run_id,
-        version="",
-        promoted=False,
-        reason=review,
-        test_metrics={},
-        blocked=True,
-        review=review,
-    )
+    return TrainOutcome.blocked_by_check(run.info.run_id, review)
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def find_request(runtime: Runtime, request_id: str) -> TrainOutcome | None:
     """The outcome of a finished, registered run of this retrain request, if any."""
     client = connect(runtime.settings.tracking_uri)
-    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT.format(name=runtime.config.name))
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{REQUEST_TAG}` = '{request_id}' and attributes.status = 'FINISHED'",
-    )
+    runs = _request_runs(runtime, request_id)
     name = registered_model_name(runtime)
     for run in runs:
         versions = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")

@@ -65,3 +65,14 @@ def test_cli_force_needs_a_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(app, ["promote", "3", "--force"])
     assert result.exit_code != 0 and "--reason" in result.output
+
+
+def test_a_retrain_request_id_cannot_smuggle_a_filter_clause():
+    """The request id is matched in an MLflow search filter: only key characters pass."""
+    from pydantic import ValidationError
+
+    from flows.train import TrainParams
+
+    assert TrainParams(request_id="petfood-retrain-2026-06-05T00.00").request_id
+    with pytest.raises(ValidationError, match="request_id"):
+        TrainParams(request_id="x' or tags.a = 'b")
