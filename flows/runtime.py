@@ -122,6 +122,9 @@ def configure_environment(settings: Settings) -> None:
     # No telemetry: these machines reach no outside host, and users may not want it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The ephemeral API server a CLI run starts gives up after 20 s by default, which a
+    # busy 2-core machine exceeds (the demo failed so while a benchmark ran beside it).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     # For the subprocesses the CLI starts (feast); a worker's flow has it from its settings.
     os.environ.setdefault("MMOPS_DATA_DIR", str(settings.data_dir))
     configure_client_environment(settings)
