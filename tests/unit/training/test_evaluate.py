@@ -13,6 +13,7 @@ from training.evaluate import (
     evaluate_model,
     expected_calibration_error,
     fit_temperature,
+    paired_bootstrap,
     plot_confusion,
     plot_reliability,
 )
@@ -231,3 +232,37 @@ def test_the_ece_bound_allows_sampling_noise_on_a_small_holdout(evaluation):
 def test_evaluation_records_the_ece_sampling_error(evaluation):
     assert 0.0 < evaluation.ece_sampling_error < 0.3
     assert "test_ece_sampling_error" in evaluation.flat_metrics()
+
+
+def _rescored(evaluation, pred: np.ndarray):
+    """``evaluation`` as if the model predicted ``pred`` (one-hot probabilities) on its rows,
+    slices recomputed."""
+    y = np.asarray(evaluation.row_labels)
+    proba = np.eye(2)[pred] * 0.8 + 0.1
+    slices = []
+    for s in evaluation.slices:
+        rows = np.asarray(evaluation.row_slices[s.slice_by]) == s.value
+        slices.append(s.model_copy(update={"metrics": compute_metrics(y[rows], proba[rows], 2)}))
+    return _scored(evaluation, y, proba).model_copy(update={"slices": slices})
+
+
+def test_golden_slice_vetoes_are_bonferroni_corrected(evaluation):
+    """Each slice's paired bound is taken at 1 - 0.05/m for the m slices tested: with
+    eight slices, one falling by chance no longer vetoes 5 % x 8 of better models. A
+    slice that collapses still vetoes."""
+    y = np.asarray(evaluation.row_labels)
+    champion = _rescored(evaluation, y)
+    web = np.asarray(evaluation.row_slices["channel"]) == "web"
+    broken = y.copy()
+    broken[web] = 1 - broken[web]
+    gate = GateConfig(min_slice_rows=5)
+    decision = check_promotion(champion, champion, gate, _rescored(evaluation, broken), champion)
+    slices = [c for c in decision.comparisons if c.holdout == "golden" and c.slice != "overall"]
+    m = len(slices)
+    assert m >= 3 and all(f"Bonferroni over {m} slices" in c.test for c in slices)
+    web_row = next(c for c in slices if c.slice == "channel=web")
+    _, _, high = paired_bootstrap(
+        y[web], broken[web], y[web], 2, "macro_f1", 1 - 0.05 / m, gate.n_resamples, seed=web.sum()
+    )
+    assert web_row.high == pytest.approx(high)
+    assert not decision.promote and "channel=web" in decision.reason
