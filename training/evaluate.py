@@ -581,13 +581,14 @@ class PromotionDecision(BaseModel):
         lines = []
         if self.comparisons:
             lines += [
-                "| holdout | slice | rows | champion | challenger | delta | bound | test |",
-                "|---|---|---|---|---|---|---|---|",
+                "| holdout | slice | metric | rows | champion | challenger | improvement | bound "
+                "| test |",
+                "|---|---|---|---|---|---|---|---|---|",
             ]
             for c in self.comparisons:
                 bound = "-" if np.isnan(c.low) else f"[{c.low:+.4f}, {c.high:+.4f}]"
                 lines.append(
-                    f"| {c.holdout} | {c.slice} | {c.n_rows} | {c.champion:.4f} | "
+                    f"| {c.holdout} | {c.slice} | {c.metric} | {c.n_rows} | {c.champion:.4f} | "
                     f"{c.challenger:.4f} | {c.delta:+.4f} | {bound} | {c.test} |"
                 )
             lines.append("")
