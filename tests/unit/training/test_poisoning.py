@@ -91,6 +91,20 @@ def test_poisoned_retrain_is_not_promoted(world, scenario):
     assert not outcome.promoted, outcome.reason
 
 
+def test_a_promoted_random_flip_retrain_is_still_better_than_the_champion():
+    """5 % random flips (34-42 of ~1,900 labels) are below what the integrity check can
+    tell from a clean drift window's own label noise (benchmarks/README.md, Poisoning), so
+    such a retrain can be promoted. What the gate does guarantee: only when it is better
+    than the champion on fresh clean rows of the population it is for, which the golden
+    and recent tests judge without seeing those rows."""
+    world = build_world(seed=0, future_rows=2000)
+    outcome = retrain(world, "poison_random_5")
+    assert outcome.poisoned > 0 and not outcome.blocked
+    # Seed 0 is one the gate promotes (13 of 20 seeds are): the case this test is about.
+    assert outcome.promoted, "pick a seed whose random-flip retrain is promoted"
+    assert outcome.true_delta > 0, outcome
+
+
 def test_a_trigger_token_blocks_the_retrain_and_its_rows_are_quarantined(world):
     """The trigger scenario by default: the token, new with the poisoned rows and tied
     to the target label beyond what their inputs explain, blocks the retrain."""
