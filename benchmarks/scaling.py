@@ -9,8 +9,9 @@ dominate everything here. Per size N:
 
 - ingest: the feature gate (Great Expectations) and ``write_offline`` of N rows, in
   calls of at most 100,000 rows (the flows ingest window by window);
-- retrieval: ``get_training_frame`` (Feast, DuckDB) of all N rows, and pandas
-  ``merge_asof`` over the same Parquet files as the baseline;
+- retrieval: ``get_training_frame`` (Feast, DuckDB) of all N rows (Feast asked in
+  time-ordered chunks of 100,000 rows), and pandas ``merge_asof`` over the same Parquet
+  files as the baseline;
 - train: ``train_model`` on the N rows for 2 epochs (per-epoch cost; early stopping
   decides the epochs in production);
 - score: ``score_frame`` of the N rows in one call with the trained pyfunc model;

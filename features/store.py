@@ -378,22 +378,34 @@ def materialize(store: FeatureStore, start: datetime, end: datetime) -> None:
     store.materialize(start_date=start, end_date=end)
 
 
+RETRIEVAL_CHUNK_ROWS = 100_000
+
+
 def get_training_frame(
-    store: FeatureStore, config: DatasetConfig, entity_df: pd.DataFrame
+    store: FeatureStore,
+    config: DatasetConfig,
+    entity_df: pd.DataFrame,
+    chunk_rows: int | None = RETRIEVAL_CHUNK_ROWS,
 ) -> pd.DataFrame:
     """Point-in-time correct features for ``entity_df`` (entity key, timestamp[, label]).
 
     For every row, each view contributes the latest values stamped at or before the
     row's timestamp. Embeddings come back as float32 arrays.
+
+    Args:
+        chunk_rows: rows per ``get_historical_features`` call; larger frames are asked
+            for in time order, ``chunk_rows`` at a time (see :func:`_historical_frame`).
+            None: one call.
     """
     service = store.get_feature_service(config.feature_service_name)
-    frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    frame = frame.sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
-    return _embeddings_to_numpy(frame, config)
+    return _historical_frame(store, config, entity_df, service, chunk_rows)
 
 
 def get_monitoring_frame(
-    store: FeatureStore, config: DatasetConfig, entity_df: pd.DataFrame
+    store: FeatureStore,
+    config: DatasetConfig,
+    entity_df: pd.DataFrame,
+    chunk_rows: int | None = RETRIEVAL_CHUNK_ROWS,
 ) -> pd.DataFrame:
     """Like :func:`get_training_frame`, plus the ``monitor_only`` columns.
 
@@ -402,15 +414,86 @@ def get_monitoring_frame(
     drift is watched there (the ``benign`` modality).
     """
     if not config.monitor_only:
-        return get_training_frame(store, config, entity_df)
+        return get_training_frame(store, config, entity_df, chunk_rows)
     refs = [
         f"{view_name(config, kind)}:{column}"
         for kind in active_view_kinds(config)
         for column in view_columns(config, kind)
     ]
-    frame = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
-    frame = frame.sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
-    return _embeddings_to_numpy(frame, config)
+    return _historical_frame(store, config, entity_df, refs, chunk_rows)
+
+
+def _historical_frame(
+    store: FeatureStore,
+    config: DatasetConfig,
+    entity_df: pd.DataFrame,
+    features,
+    chunk_rows: int | None,
+) -> pd.DataFrame:
+    """Feast's point-in-time join of ``entity_df``, sorted by time then entity.
+
+    Each row's features depend on that row alone, so a large frame is asked for in
+    time-ordered chunks and the parts are concatenated: the same rows as one call. One
+    call over a million rows has DuckDB window and join-back every match at once with
+    its embedding lists (7.6 GB at 1M); a chunk's rows are stamped within a few days,
+    so DuckDB's join filters skip the day files outside them, and DuckDB holds one
+    chunk's matches at a time (benchmarks/README.md, Scaling curve).
+    """
+    if chunk_rows is None or len(entity_df) <= chunk_rows:
+        chunks = [entity_df]
+    else:
+        stamps = pd.to_datetime(entity_df[config.timestamp], utc=True).to_numpy()
+        order = np.argsort(stamps, kind="stable")
+        chunks = [
+            entity_df.iloc[order[start : start + chunk_rows]]
+            for start in range(0, len(order), chunk_rows)
+        ]
+    parts = [
+        _arrow_to_frame(
+            store.get_historical_features(entity_df=chunk, features=features).to_arrow(), config
+        )
+        for chunk in chunks
+    ]
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return frame.sort_values([config.timestamp, config.entity_key]).reset_index(drop=True)
+
+
+def _arrow_to_frame(table: pa.Table, config: DatasetConfig) -> pd.DataFrame:
+    """``table.to_pandas()`` with the embeddings as float32 arrays (None where null).
+
+    Each embedding is a view of the Arrow result's values, as ``to_pandas`` gives, but
+    without its copy of them: that copy into fresh memory was a quarter of a 1M-row
+    retrieval (benchmarks/README.md, Scaling curve).
+    """
+    names = [config.embedding_column(c) for c in config.embedded_columns]
+    embedded = [n for n in names if n in table.column_names and _is_float_list(table, n)]
+    others = [n for n in names if n in table.column_names and n not in embedded]
+    frame = _embeddings_to_numpy(table.drop_columns(embedded).to_pandas(), config, others)
+    for name in embedded:
+        frame[name] = _list_views(table.column(name))
+    return frame[table.column_names]
+
+
+def _is_float_list(table: pa.Table, name: str) -> bool:
+    kind = table.schema.field(name).type
+    return pa.types.is_list(kind) and pa.types.is_floating(kind.value_type)
+
+
+def _list_views(column: pa.ChunkedArray) -> np.ndarray:
+    """Rows of a list<float> column as float32 arrays viewing its values (None where null)."""
+    out = np.full(len(column), None, dtype=object)
+    at = 0
+    for chunk in column.chunks:
+        values = chunk.values.to_numpy(zero_copy_only=False)
+        values = values.astype(np.float32, copy=False)
+        offsets = chunk.offsets.to_numpy(zero_copy_only=False)
+        valid = np.flatnonzero(chunk.is_valid().to_numpy(zero_copy_only=False))
+        rows = np.empty(len(valid), dtype=object)
+        starts, ends = offsets[valid].tolist(), offsets[valid + 1].tolist()
+        rows[:] = [values[start:end] for start, end in zip(starts, ends, strict=True)]
+        out[at + valid] = rows
+        at += len(chunk)
+    return out
 
 
 def get_online_frame(store: FeatureStore, config: DatasetConfig, entity_ids: list) -> pd.DataFrame:
@@ -421,9 +504,13 @@ def get_online_frame(store: FeatureStore, config: DatasetConfig, entity_ids: lis
     return _embeddings_to_numpy(frame, config)
 
 
-def _embeddings_to_numpy(frame: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
-    for column in config.embedded_columns:
-        name = config.embedding_column(column)
+def _embeddings_to_numpy(
+    frame: pd.DataFrame, config: DatasetConfig, names: list[str] | None = None
+) -> pd.DataFrame:
+    """Embedding columns (all, or ``names``) as float32 arrays, None where null."""
+    if names is None:
+        names = [config.embedding_column(c) for c in config.embedded_columns]
+    for name in names:
         if name in frame.columns:
             frame[name] = [
                 np.asarray(v, dtype=np.float32) if v is not None else None for v in frame[name]
