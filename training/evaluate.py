@@ -504,8 +504,7 @@ class GateConfig(BaseModel):
         default=0.05,
         ge=0.0,
         description="No slice's primary metric may fall by more than this against the champion "
-        "(on the golden holdout: and the fall must be significant in the paired test, at "
-        "the confidence Bonferroni-corrected over the slices tested).",
+        "(on the golden holdout: and the fall must be significant in the paired test).",
     )
     min_slice_rows: int = Field(
         default=100,
@@ -795,13 +794,13 @@ def _slice_checks(
     skipped: list[str],
 ) -> GateCheck:
     """Slices whose primary metric fell by more than the tolerance (on the golden holdout:
-    and significantly, in the paired test, Bonferroni-corrected over the slices tested so
-    that one of many slices falling by chance does not veto a better model)."""
+    and significantly, in the paired test, each slice at the gate's confidence: a
+    Bonferroni correction over the slices let a model worse than the champion through,
+    benchmarks/README.md, Poisoning)."""
     metric = gate.primary_metric
     theirs = {s.key: s.metrics for s in champion.slices}
     worse = []
     paired = holdout == "golden" and _has_rows(candidate, champion)
-    judged = []
     for s in candidate.slices:
         other = theirs.get(s.key)
         if other is None:
@@ -809,19 +808,12 @@ def _slice_checks(
         if min(s.metrics.n_rows, other.n_rows) < gate.min_slice_rows:
             skipped.append(f"{holdout} {s.key} ({s.metrics.n_rows} rows)")
             continue
-        judged.append((s, other))
-    tested = max(len(judged), 1)
-    slice_gate = gate.model_copy(update={"confidence": 1 - (1 - gate.confidence) / tested})
-    for s, other in judged:
         drop = other.value(metric) - s.metrics.value(metric)
         if paired:
             values = np.asarray(candidate.row_slices.get(s.slice_by, []))
             if len(values) == len(candidate.row_labels):
                 comparison = compare_paired(
-                    candidate, champion, slice_gate, holdout, values == s.value, s.key
-                )
-                comparison = comparison.model_copy(
-                    update={"test": f"{comparison.test} (Bonferroni over {tested} slices)"}
+                    candidate, champion, gate, holdout, values == s.value, s.key
                 )
                 comparisons.append(comparison)
                 if drop > gate.slice_tolerance and comparison.high < 0:

@@ -246,10 +246,10 @@ def _rescored(evaluation, pred: np.ndarray):
     return _scored(evaluation, y, proba).model_copy(update={"slices": slices})
 
 
-def test_golden_slice_vetoes_are_bonferroni_corrected(evaluation):
-    """Each slice's paired bound is taken at 1 - 0.05/m for the m slices tested: with
-    eight slices, one falling by chance no longer vetoes 5 % x 8 of better models. A
-    slice that collapses still vetoes."""
+def test_a_golden_slice_veto_is_judged_at_the_gates_own_confidence(evaluation):
+    """Each slice's paired bound is taken at the gate's confidence, not Bonferroni-
+    corrected over the slices: the correction let a 10 %-flip retrain worse than the
+    champion on fresh rows through the gate (benchmarks/README.md, Poisoning)."""
     y = np.asarray(evaluation.row_labels)
     champion = _rescored(evaluation, y)
     web = np.asarray(evaluation.row_slices["channel"]) == "web"
@@ -258,11 +258,10 @@ def test_golden_slice_vetoes_are_bonferroni_corrected(evaluation):
     gate = GateConfig(min_slice_rows=5)
     decision = check_promotion(champion, champion, gate, _rescored(evaluation, broken), champion)
     slices = [c for c in decision.comparisons if c.holdout == "golden" and c.slice != "overall"]
-    m = len(slices)
-    assert m >= 3 and all(f"Bonferroni over {m} slices" in c.test for c in slices)
+    assert len(slices) >= 3
     web_row = next(c for c in slices if c.slice == "channel=web")
     _, _, high = paired_bootstrap(
-        y[web], broken[web], y[web], 2, "macro_f1", 1 - 0.05 / m, gate.n_resamples, seed=web.sum()
+        y[web], broken[web], y[web], 2, "macro_f1", gate.confidence, gate.n_resamples, web.sum()
     )
-    assert web_row.high == pytest.approx(high)
+    assert web_row.high == pytest.approx(high) and "one-sided 95.0%" in web_row.test
     assert not decision.promote and "channel=web" in decision.reason
