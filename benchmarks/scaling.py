@@ -22,7 +22,9 @@ dominate everything here. Per size N:
 - backfill: the ten windows' drift on the default runner and, with ``--dask``, on a Dask
   cluster of 2 worker processes (results compared), plus scoring in chunks on Dask. Only
   time ranges and the reference's path go to the workers; each reads its window from
-  the log (``compute_drift_logged_windows``).
+  the log (``compute_drift_logged_windows``). Scoring on Dask likewise sends a file path
+  and a row-group number per chunk (``score_in_chunks``) and compares its probabilities
+  with the one-call ``score`` step's (run ``train`` and ``score`` first).
 
 Sizes above the largest trained one score with that size's model (``--steps`` can leave
 out ``train`` at 1,000,000 rows).
@@ -313,7 +315,7 @@ def run_step(step: str, rows: int, work: Path, dask_address: str | None) -> dict
         scored = score_in_chunks(
             frame,
             settings,
-            str(paths["model"]),
+            str(_model_dir(work, rows)),
             "1",
             datetime(2026, 9, 1, tzinfo=UTC),
             chunk_rows=max(2000, rows // 8),

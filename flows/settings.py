@@ -205,6 +205,12 @@ class Settings(BaseSettings):
         return self.data_dir / "prefect"
 
     @property
+    def chunks_dir(self) -> Path:
+        """Rows a flow hands to its Dask workers by path (``flows.task_runners``); each
+        file is deleted when its run ends."""
+        return self.data_dir / "chunks"
+
+    @property
     def embedding_cache_dir(self) -> Path:
         return self.data_dir / "embedding_cache"
 

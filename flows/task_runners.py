@@ -19,6 +19,7 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pandas as pd
 from prefect import flow, task
@@ -27,6 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.settings import Settings
 from monitoring.drift import DriftConfig, DriftReference, DriftResult, compute_drift
+from monitoring.scoring import score_frame
 
 
 def build_task_runner(settings: Settings, local_workers: int = 2):
@@ -176,15 +178,13 @@ def _pyfunc(model_dir: str):
 
 
 @task(cache_policy=NO_CACHE)
-def score_chunk(
-    features: pd.DataFrame, settings: Settings, model_dir: str, version: str, scored_at: datetime
-) -> pd.DataFrame:
-    """Score one chunk with the champion loaded from ``model_dir`` (once per worker)."""
-    from flows.runtime import get_runtime
-    from monitoring.scoring import score_frame
+def predict_chunk(rows_path: str, row_group: int, model_dir: str) -> pd.DataFrame:
+    """The champion's output for one row group of a feature file on shared storage,
+    read by the worker itself; the champion is loaded from ``model_dir`` once per worker."""
+    import pyarrow.parquet as pq
 
-    config = get_runtime(settings).config
-    return score_frame(_pyfunc(model_dir), features, config, version, scored_at=scored_at)
+    features = pq.ParquetFile(rows_path).read_row_group(row_group).to_pandas()
+    return pd.DataFrame(_pyfunc(model_dir).predict(features)).reset_index(drop=True)
 
 
 def score_in_chunks(
@@ -195,18 +195,47 @@ def score_in_chunks(
     scored_at: datetime,
     chunk_rows: int = 5000,
 ) -> pd.DataFrame:
-    """Score a feature frame in chunks on the configured runner (rows in input order)."""
-    calls = [
-        {
-            "features": chunk,
-            "settings": settings,
-            "model_dir": model_dir,
-            "version": version,
-            "scored_at": scored_at,
-        }
-        for chunk in _chunks(features, chunk_rows)
-    ]
-    return pd.concat(map_on_runner(settings, "score-chunks", score_chunk, calls), ignore_index=True)
+    """Score a feature frame in chunks on the configured runner (rows in input order):
+    the same prediction-log rows as one ``score_frame`` call.
+
+    Only a path and a row-group number travel to each worker. The frame is written once
+    to a Parquet file under ``settings.chunks_dir`` (storage every worker sees), one row
+    group per chunk, and deleted afterwards; each worker reads its rows and returns the
+    class probabilities alone, and the log rows are assembled here from ``features``.
+    Sending the chunks themselves cost more than the scoring: Prefect's Dask runner puts
+    task arguments in the graph, and Dask hashes and pickles every row's embedding array
+    (docs/scale-out.md, Scaling curve).
+    """
+    from flows.runtime import get_runtime
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    outputs = None
+    if not features.empty:  # score_frame refuses an empty frame
+        outputs = _predict_in_chunks(features, settings, model_dir, chunk_rows)
+    config = get_runtime(settings).config
+    return score_frame(lambda _rows: outputs, features, config, version, scored_at=scored_at)
+
+
+def _predict_in_chunks(
+    features: pd.DataFrame, settings: Settings, model_dir: str, chunk_rows: int
+) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    settings.chunks_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.chunks_dir / f"score-{uuid4().hex}.parquet"
+    try:
+        table = pa.Table.from_pandas(features, preserve_index=False)
+        pq.write_table(table, path, row_group_size=chunk_rows, compression="none")
+        groups = pq.ParquetFile(path).num_row_groups
+        calls = [
+            {"rows_path": str(path), "row_group": i, "model_dir": model_dir} for i in range(groups)
+        ]
+        parts = map_on_runner(settings, "score-chunks", predict_chunk, calls)
+    finally:
+        path.unlink(missing_ok=True)
+    return pd.concat(parts, ignore_index=True)
 
 
 def run_chunked(settings: Settings) -> bool:
