@@ -197,13 +197,18 @@ def load_golden(
     return manifest, get_monitoring_frame(runtime.store, runtime.config, rows)
 
 
+def _integrity_config(runtime: Runtime, params: TrainParams) -> IntegrityConfig:
+    """The run's integrity bounds: its own, else the settings' (``MMOPS_INTEGRITY__*``)."""
+    return params.integrity or runtime.settings.integrity
+
+
 @task(cache_policy=NO_CACHE)
 def check_integrity(
     runtime: Runtime, frame: pd.DataFrame, params: TrainParams
 ) -> IntegrityResult | None:
     """The integrity check, judged against the champion (its probabilities on the frame,
     its training class shares, and the end of the data it saw)."""
-    integrity = params.integrity or runtime.settings.integrity
+    integrity = _integrity_config(runtime, params)
     if not integrity.enabled:
         return None
     config = runtime.config
@@ -501,7 +506,7 @@ def train_flow(params: TrainParams | None = None) -> TrainOutcome:
 def _check_digest(runtime: Runtime, frame: pd.DataFrame, params: TrainParams) -> str:
     """What a check's outcome depends on: the training frame, the integrity bounds and
     the champion it is judged against."""
-    integrity = params.integrity or runtime.settings.integrity
+    integrity = _integrity_config(runtime, params)
     client = connect(runtime.settings.tracking_uri)
     name = registered_model_name(runtime)
     champion = current_champion(client, name) if _model_exists(client, name) else None

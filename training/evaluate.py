@@ -6,7 +6,7 @@ decision (:func:`check_promotion`) is a separate pure function over two evaluati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -616,6 +616,23 @@ def _point(y: np.ndarray, pred: np.ndarray, n_classes: int, metric: PrimaryMetri
     return float(_bootstrap_scores(y, pred, idx, n_classes, metric)[0])
 
 
+def _resampled(
+    n_rows: int, n_resamples: int, seed: int, statistic: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``statistic`` of each of ``n_resamples`` bootstrap resamples of ``n_rows`` rows
+    (``statistic`` takes a resamples x rows index block), drawn in blocks of at most
+    about 2 million indices to bound memory."""
+    rng = np.random.default_rng(seed)
+    values = []
+    chunk = max(1, min(n_resamples, 2_000_000 // n_rows))
+    done = 0
+    while done < n_resamples:
+        m = min(chunk, n_resamples - done)
+        values.append(statistic(rng.integers(0, n_rows, size=(m, n_rows))))
+        done += m
+    return np.concatenate(values)
+
+
 def paired_bootstrap(
     y: np.ndarray,
     pred_challenger: np.ndarray,
@@ -638,19 +655,15 @@ def paired_bootstrap(
     y, a, b = (np.asarray(v, dtype=np.int64) for v in (y, pred_challenger, pred_champion))
     if not (len(y) == len(a) == len(b)) or len(y) == 0:
         raise ValueError(f"paired test needs equal, non-empty rows: {len(y)}, {len(a)}, {len(b)}")
-    rng = np.random.default_rng(seed)
-    deltas = []
-    chunk = max(1, min(n_resamples, 2_000_000 // len(y)))
-    done = 0
-    while done < n_resamples:
-        m = min(chunk, n_resamples - done)
-        idx = rng.integers(0, len(y), size=(m, len(y)))
-        deltas.append(
+    spread = _resampled(
+        len(y),
+        n_resamples,
+        seed,
+        lambda idx: (
             _bootstrap_scores(y, a, idx, n_classes, metric)
             - _bootstrap_scores(y, b, idx, n_classes, metric)
-        )
-        done += m
-    spread = np.concatenate(deltas)
+        ),
+    )
     delta = _point(y, a, n_classes, metric) - _point(y, b, n_classes, metric)
     low, high = np.quantile(spread, [1 - confidence, confidence])
     return float(delta), float(low), float(high)
@@ -675,15 +688,8 @@ def paired_mean_bootstrap(
     gain = np.asarray(gain, dtype=np.float64)
     if len(gain) == 0 or not np.isfinite(gain).all():
         raise ValueError(f"paired test needs finite, non-empty rows: {len(gain)} rows")
-    rng = np.random.default_rng(seed)
-    means = []
-    chunk = max(1, min(n_resamples, 2_000_000 // len(gain)))
-    done = 0
-    while done < n_resamples:
-        m = min(chunk, n_resamples - done)
-        means.append(gain[rng.integers(0, len(gain), size=(m, len(gain)))].mean(axis=1))
-        done += m
-    low, high = np.quantile(np.concatenate(means), [1 - confidence, confidence])
+    means = _resampled(len(gain), n_resamples, seed, lambda idx: gain[idx].mean(axis=1))
+    low, high = np.quantile(means, [1 - confidence, confidence])
     return float(gain.mean()), float(low), float(high)
 
 
