@@ -62,16 +62,9 @@ def _knobs(settings, explicit: dict[str, object], sets: list[str] | None):
     from training.integrity import IntegrityConfig
     from training.train import TrainConfig
 
-    values = {
-        "train": settings.train.model_dump(exclude_unset=True),
-        "gate": settings.gate.model_dump(exclude_unset=True),
-        "integrity": settings.integrity.model_dump(exclude_unset=True),
-    }
-    fields = {
-        "train": TrainConfig.model_fields,
-        "gate": GateConfig.model_fields,
-        "integrity": IntegrityConfig.model_fields,
-    }
+    models = {"train": TrainConfig, "gate": GateConfig, "integrity": IntegrityConfig}
+    values = {name: getattr(settings, name).model_dump(exclude_unset=True) for name in models}
+    fields = {name: model.model_fields for name, model in models.items()}
     updates = [(k, v) for k, v in explicit.items() if v is not None]
     for item in sets or []:
         key, sep, raw = item.partition("=")
@@ -97,11 +90,7 @@ def _knobs(settings, explicit: dict[str, object], sets: list[str] | None):
             )
         values[section][field] = value
     try:
-        return (
-            TrainConfig.model_validate(values["train"]),
-            GateConfig.model_validate(values["gate"]),
-            IntegrityConfig.model_validate(values["integrity"]),
-        )
+        return tuple(model.model_validate(values[name]) for name, model in models.items())
     except ValidationError as error:
         raise typer.BadParameter(str(error)) from error
 
