@@ -11,6 +11,9 @@ data poisoning leaves and returns an :class:`IntegrityResult`:
   neighbour in the standardised input space, far closer than rows usually are);
 * label issues by confident learning (cleanlab's ``find_label_issues``) on
   cross-validated probabilities of a linear probe;
+* random label flips: the share of new labels drawn regardless of the inputs (maximum
+  likelihood under a noise floor on the probe's probabilities), tested against the older
+  rows' share by likelihood ratio;
 * per-class outliers in embedding space (spectral signature: the projection on the top
   singular vector of the class's centred embeddings, robust z-score);
 * labels overwritten after they were first stored (the label history);
@@ -98,6 +101,36 @@ class IntegrityConfig(BaseModel):
         "share among the older rows by more than this. Drift makes new rows harder for the "
         "probe too: the demo's text-domain shift raised it by 0.05 on clean labels, 10 % "
         "random flips by 0.06-0.08 on the synthetic benchmark.",
+    )
+    flip_z: float | None = Field(
+        default=2.0,
+        gt=0.0,
+        description="Block when the new rows' share of labels drawn regardless of their "
+        "inputs exceeds the older rows' share with this likelihood-ratio z (one-sided; 2.0 "
+        "is p 0.023). Random flips land where the inputs are unambiguous, which clean "
+        "label noise does not: on the synthetic benchmark clean windows reached z 1.3, "
+        "5 % flips 0.4-4.5, 10 % flips 3.0-6.8. None: only report it.",
+    )
+    flip_confidence: float = Field(
+        default=0.9,
+        gt=0.5,
+        lt=1.0,
+        description="The flip share is judged on rows whose probe probability of some class "
+        "is at least this (where inputs are unambiguous).",
+    )
+    flip_min_rows: int = Field(
+        default=100,
+        ge=10,
+        description="...and only with at least this many such new rows and older rows. On "
+        "the demo's real data the probe is weak (9-49 sure rows of 357-1,078 new), and on "
+        "its drifted text it was surer than right: not judged there.",
+    )
+    min_flip_excess: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="...and by at least this share (on large windows a tiny excess is "
+        "significant without being an attack).",
     )
     max_overwrite_share: float = Field(
         default=0.02, ge=0.0, description="Block when more labels than this were overwritten."
@@ -201,6 +234,14 @@ class IntegritySummary(BaseModel):
     class_share_explained: dict[str, float] = Field(default_factory=dict)
     label_issue_share_new: float = 0.0
     label_issue_share_old: float | None = None
+    flip_share_new: float = Field(
+        default=0.0, description="Estimated share of new labels drawn regardless of inputs."
+    )
+    flip_share_old: float | None = Field(
+        default=None, description="The same, older rows; None: not judged (too few rows)."
+    )
+    flip_rows_new: int = Field(default=0, description="New rows where the probe is sure.")
+    flip_z: float = Field(default=0.0, description="Likelihood-ratio z of new over older.")
     segments: list[SegmentLabelShift] = Field(default_factory=list)
     trigger_tokens: list[TriggerToken] = Field(default_factory=list)
 
@@ -317,6 +358,39 @@ def find_label_issues(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
     # Prefect task inherit its SIGTERM handler and exit hooks (they took the test's
     # Prefect server down with them).
     return np.asarray(cleanlab_issues(np.asarray([remap[v] for v in y]), sub, n_jobs=1), dtype=bool)
+
+
+def label_flip_share(
+    p_label: np.ndarray, n_classes: int, baseline: float = 0.0
+) -> tuple[float, float]:
+    """The share of labels drawn regardless of the inputs, and how sure that it exceeds
+    ``baseline``.
+
+    Under ``P(label) = (1 - e) p + e (1 - p) / (K - 1)``, with ``p`` the out-of-fold
+    probability of the given label, ``e`` is the share of labels flipped to a random other
+    class. Clean label noise sits where the inputs are ambiguous and is already in ``p``;
+    a flip where the probe is sure is not, so ``e`` measures it.
+
+    Returns:
+        ``(e, z)``: the maximum-likelihood ``e`` (in [0, 0.5]) and the likelihood-ratio z
+        of ``e > baseline`` (0 when the estimate is not above it).
+    """
+    from scipy.optimize import minimize_scalar
+
+    p = np.clip(np.asarray(p_label, dtype=float), 1e-6, 1.0 - 1e-6)
+    if len(p) == 0 or n_classes < 2:
+        return 0.0, 0.0
+    other = (1.0 - p) / (n_classes - 1)
+
+    def log_likelihood(e: float) -> float:
+        return float(np.log((1.0 - e) * p + e * other).sum())
+
+    # Concave in e (a sum of logs of functions linear in e): one bounded search finds it.
+    e = float(minimize_scalar(lambda v: -log_likelihood(v), bounds=(0.0, 0.5), method="bounded").x)
+    base = float(np.clip(baseline, 0.0, 0.5))
+    if e <= base:
+        return e, 0.0
+    return e, float(np.sqrt(max(2.0 * (log_likelihood(e) - log_likelihood(base)), 0.0)))
 
 
 def find_class_outliers(reduced: np.ndarray, y: np.ndarray, z: float) -> np.ndarray:
@@ -591,14 +665,41 @@ def check_training_integrity(
             f"{duplicates} duplicate rows ({duplicates / n:.1%} > {integrity.max_duplicate_share:.0%})"
         )
         look_at.append("the duplicate rows (same inputs under new keys): who sent them")
+    has_old = int((~new).sum()) >= 50  # enough older rows to compare the new ones with
     issue_new = float(issues[new].mean()) if new.any() else 0.0
-    issue_old = float(issues[~new].mean()) if (~new).sum() >= 50 else None
+    issue_old = float(issues[~new].mean()) if has_old else None
     if issue_old is not None and issue_new - issue_old > integrity.max_label_issue_excess:
         reasons.append(
             f"label issues in {issue_new:.1%} of the new rows against {issue_old:.1%} of the "
             f"older rows (excess > {integrity.max_label_issue_excess:.0%})"
         )
         look_at.append("the flagged labels of the new rows (flags.parquet, label_issue)")
+    # Judged on the rows where the probe is sure, old against new: a weak probe's
+    # miscalibration (the demo's, on drifted text) looks like a floor in bulk but not
+    # where it is sure; real labels have a floor of their own (judged against the older
+    # rows'); a first training has no older rows to compare with.
+    p_label = proba[np.arange(len(y)), y]
+    sure = proba.max(axis=1) >= integrity.flip_confidence
+    flip_rows = int((new & sure).sum())
+    flip_new, flip_old, flip_z = 0.0, None, 0.0
+    if has_old and min(flip_rows, int((~new & sure).sum())) >= integrity.flip_min_rows:
+        flip_old = label_flip_share(p_label[~new & sure], len(classes))[0]
+        flip_new, flip_z = label_flip_share(p_label[new & sure], len(classes), flip_old)
+    if (
+        flip_old is not None
+        and integrity.flip_z is not None
+        and flip_z > integrity.flip_z
+        and flip_new - flip_old > integrity.min_flip_excess
+    ):
+        reasons.append(
+            f"about {flip_new:.1%} of the new labels where the inputs are unambiguous "
+            f"({flip_rows} rows) contradict them, as random flips do, against "
+            f"{flip_old:.1%} of the older labels (z {flip_z:.1f} > {integrity.flip_z})"
+        )
+        look_at.append(
+            "the new labels the probe contradicts most (flags.parquet, highest "
+            "label_issue_score among new rows): who labelled them"
+        )
     tied_new = int(tied[new].sum())
     if integrity.max_label_tied_share is not None and tied_new > (
         integrity.max_label_tied_share * max(int(new.sum()), 1)
@@ -662,6 +763,10 @@ def check_training_integrity(
         class_share_explained=explained_share,
         label_issue_share_new=issue_new,
         label_issue_share_old=issue_old,
+        flip_share_new=flip_new,
+        flip_share_old=flip_old,
+        flip_rows_new=flip_rows,
+        flip_z=flip_z,
         segments=segments,
         trigger_tokens=triggers,
     )
@@ -718,6 +823,16 @@ def integrity_markdown(summary: IntegritySummary) -> str:
         "| check | rows flagged |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in summary.counts.items()],
+    ]
+    lines += [
+        "",
+        "Labels contradicting unambiguous inputs (random flips): "
+        + (
+            f"not judged ({summary.flip_rows_new} new rows where the inputs are unambiguous)."
+            if summary.flip_share_old is None
+            else f"new rows {summary.flip_share_new:.1%} of {summary.flip_rows_new}, older rows "
+            f"{summary.flip_share_old:.1%} (z {summary.flip_z:.1f})."
+        ),
     ]
     if summary.trigger_tokens:
         lines += ["", "Trigger tokens:", *[f"- {t.line()}" for t in summary.trigger_tokens]]

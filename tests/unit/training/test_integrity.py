@@ -126,3 +126,54 @@ def test_words_the_inputs_explain_or_the_older_rows_hold_are_no_trigger():
         {"review": words}, y, new, explained, ["no", "yes"], IntegrityConfig()
     )
     assert [t.token for t in found] == ["bussin"]
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_flip_share_is_recovered_and_clean_labels_show_none(n_classes):
+    """Labels drawn from calibrated probabilities (label noise where the inputs are
+    ambiguous, as clean data has) show no flip share; flipping 6 % of them to a random
+    other class is measured as about 6 %, and judged significant."""
+    from training.integrity import label_flip_share
+
+    rng = np.random.default_rng(n_classes)
+    n = 2000
+    proba = rng.dirichlet(np.full(n_classes, 0.3), n)  # many confident rows, some not
+    y = np.asarray([rng.choice(n_classes, p=p) for p in proba])
+    share, z = label_flip_share(proba[np.arange(n), y], n_classes)
+    assert share < 0.01 and z < 2.0
+    flipped = y.copy()
+    picked = rng.random(n) < 0.06
+    flipped[picked] = (y[picked] + rng.integers(1, n_classes, picked.sum())) % n_classes
+    share, z = label_flip_share(proba[np.arange(n), flipped], n_classes)
+    assert 0.04 < share < 0.08 and z > 4.0
+    # Against a baseline as high as the truth, the excess is not significant.
+    assert label_flip_share(proba[np.arange(n), flipped], n_classes, baseline=share)[1] == 0.0
+    assert label_flip_share(np.zeros(0), n_classes) == (0.0, 0.0)
+
+
+def test_random_flips_in_the_new_rows_block_but_a_first_training_is_not_judged():
+    """The flip share of new rows is judged against the older rows' (real labels have a
+    floor of their own); a first training has no older rows and is not judged by it."""
+    frame = synthetic_frame(1600, seed=8, missing_share=0.0)
+    since = frame["event_timestamp"].iloc[1000]
+    new = (frame["event_timestamp"] >= since).to_numpy()
+    rng = np.random.default_rng(0)
+    flipped = frame.copy()
+    picked = new & (rng.random(len(frame)) < 0.08)
+    flipped.loc[picked, "reorder"] = np.where(frame.loc[picked, "reorder"] == "yes", "no", "yes")
+    result = check_training_integrity(flipped, CONFIG, new_since=since)
+    assert result.blocked and any("random flips" in r for r in result.summary.reasons)
+    assert 0.04 < result.summary.flip_share_new < 0.12 and result.summary.flip_z > 2.0
+    assert "Labels contradicting unambiguous inputs" in integrity_markdown(result.summary)
+    clean = check_training_integrity(frame, CONFIG, new_since=since)
+    assert not any("random flips" in r for r in clean.summary.reasons), clean.summary
+    first = check_training_integrity(flipped, CONFIG)
+    assert first.summary.flip_share_old is None
+    assert not any("random flips" in r for r in first.summary.reasons)
+    # Too few rows where the inputs are unambiguous: not judged, and the report says so.
+    weak = check_training_integrity(
+        flipped, CONFIG, IntegrityConfig(flip_min_rows=10_000), new_since=since
+    )
+    assert weak.summary.flip_share_old is None and weak.summary.flip_z == 0.0
+    assert not any("random flips" in r for r in weak.summary.reasons)
+    assert "not judged" in integrity_markdown(weak.summary)

@@ -80,6 +80,7 @@ def test_integrity_check_blocks_the_reproduced_attack(world):
     "scenario",
     [
         "poison_segment",
+        "poison_random_5",
         "poison_random_10",
         "poison_random_20",
         "poison_duplicates",
@@ -91,16 +92,26 @@ def test_poisoned_retrain_is_not_promoted(world, scenario):
     assert not outcome.promoted, outcome.reason
 
 
+def test_random_flips_block_the_retrain_and_the_reason_says_where_to_look(world):
+    """5 % random flips (38 of 700 new labels on seed 0) are too few to raise the label
+    issue share past a clean drift window's own, but they land where the inputs are
+    unambiguous: the flip share there, against the older rows', blocks the retrain."""
+    outcome = retrain(world, "poison_random_5")
+    assert outcome.blocked and not outcome.promoted
+    assert "random flips" in outcome.reason, outcome.reason
+    assert "label issues" not in outcome.reason  # the older check alone would have passed
+
+
 def test_a_promoted_random_flip_retrain_is_still_better_than_the_champion():
-    """5 % random flips (34-42 of ~1,900 labels) are below what the integrity check can
-    tell from a clean drift window's own label noise (benchmarks/README.md, Poisoning), so
-    such a retrain can be promoted. What the gate does guarantee: only when it is better
-    than the champion on fresh clean rows of the population it is for, which the golden
-    and recent tests judge without seeing those rows."""
-    world = build_world(seed=0, future_rows=2000)
+    """The one 5 % random-flip retrain of the benchmark's 20 seeds that gets promoted
+    (seed 4, benchmarks/README.md, Poisoning): its flips fell where the inputs are
+    ambiguous, so the flip share there does not stand out (z 0.4) and they cost little.
+    What the gate guarantees even then: promotion only when the model is better than the
+    champion on fresh clean rows of the population it is for, which the golden and recent
+    tests judge without seeing those rows."""
+    world = build_world(seed=4, future_rows=2000)
     outcome = retrain(world, "poison_random_5")
     assert outcome.poisoned > 0 and not outcome.blocked
-    # Seed 0 is one the gate promotes (13 of 20 seeds are): the case this test is about.
     assert outcome.promoted, "pick a seed whose random-flip retrain is promoted"
     assert outcome.true_delta > 0, outcome
 
