@@ -85,6 +85,7 @@ def main() -> None:
                     "true_flags": outcome.true_suspicious,
                     "golden_delta": outcome.golden_delta,
                     "true_delta": outcome.true_delta,
+                    "flip_z": round(outcome.flip_z, 2),
                     "reason": outcome.reason[:300],
                 }
             )
@@ -125,6 +126,15 @@ def main() -> None:
     worth = [r for r in clean_runs if (r["true_delta"] or 0.0) > args.worth]
     worse = [r for r in clean_runs if r["true_delta"] is not None and r["true_delta"] <= 0]
     lines += [
+        "",
+        "Likelihood-ratio z of the new rows' flip share over the older rows' (the integrity "
+        "check's random-flip test): "
+        + "; ".join(
+            f"{scenario} {min(r['flip_z'] for r in results):.1f}-"
+            f"{max(r['flip_z'] for r in results):.1f}"
+            for scenario, results in rows.items()
+        )
+        + ".",
         "",
         f"Clean retrains whose macro-F1 on {args.future_rows:,} fresh shifted rows beats the "
         f"champion's by more than {args.worth}: {len(worth)}/{len(clean_runs)}, promoted "

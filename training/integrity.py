@@ -109,7 +109,8 @@ class IntegrityConfig(BaseModel):
         "inputs exceeds the older rows' share with this likelihood-ratio z (one-sided; 2.0 "
         "is p 0.023). Random flips land where the inputs are unambiguous, which clean "
         "label noise does not: on the synthetic benchmark clean windows reached z 1.3, "
-        "5 % flips 0.4-4.5, 10 % flips 3.0-6.8. None: only report it.",
+        "5 % flips 0.4-4.5, 10 % flips 3.0-6.8. None (``--set integrity.flip_z=null``): "
+        "only report it.",
     )
     flip_confidence: float = Field(
         default=0.9,
@@ -775,15 +776,16 @@ def check_training_integrity(
 
 # Report ----------------------------------------------------------------------------------
 def plot_integrity(result: IntegrityResult, path: Path) -> Path:
-    """Class shares (previous / explained / new), segment excess and flag counts as PNG."""
+    """Class shares (previous / explained / new), segment excess, the flip share (older /
+    new rows) and flag counts as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     s = result.summary
-    figure = Figure(figsize=(14, 4))
-    left, middle, right = figure.subplots(1, 3)
+    figure = Figure(figsize=(18, 4))
+    left, middle, flips, right = figure.subplots(1, 4)
     classes = list(s.class_share_new)
     x = np.arange(len(classes))
     for offset, (name, shares) in zip(
@@ -807,6 +809,15 @@ def plot_integrity(result: IntegrityResult, path: Path) -> Path:
         middle.axvline(0, color="grey")
     middle.set_xlabel("label shift beyond what the inputs explain (TV excess)")
     middle.set_title("Segments (new rows)")
+    if s.flip_share_old is None:
+        flips.text(0.5, 0.5, f"not judged\n({s.flip_rows_new} sure new rows)", ha="center")
+        flips.set_axis_off()
+    else:
+        flips.bar(
+            ["older rows", "new rows"], [s.flip_share_old, s.flip_share_new], color="tab:purple"
+        )
+        flips.set_ylabel("estimated share of flipped labels")
+    flips.set_title(f"Random flips, sure rows (z {s.flip_z:.1f})")
     right.bar(list(s.counts), list(s.counts.values()), color="tab:red")
     right.tick_params(axis="x", rotation=30)
     right.set_title(f"Flagged rows ({s.quarantined} quarantined{', BLOCKED' if s.blocked else ''})")

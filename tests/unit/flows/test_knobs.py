@@ -32,12 +32,14 @@ def test_cli_values_override_the_settings_and_any_knob_can_be_set(monkeypatch):
             "weight_decay=0",
             "train.modalities=[tabular]",
             "integrity.block_on_trigger=false",
+            "integrity.flip_z=null",
         ],
     )
     assert (train.batch_size, train.patience, train.epochs) == (48, 9, None)
     assert train.weight_decay == 0 and train.modalities == ["tabular"]
     assert gate.slice_tolerance == 0.1
     assert integrity.block_on_trigger is False and integrity.max_duplicate_share == 0.05
+    assert integrity.flip_z is None  # the random-flip check reports only
 
 
 @pytest.mark.parametrize(

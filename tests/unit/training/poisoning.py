@@ -55,6 +55,7 @@ class RetrainOutcome:
     recent_delta: float | None = None
     golden_delta: float | None = None
     true_delta: float | None = None
+    flip_z: float = 0.0
 
 
 def with_texts(frame: pd.DataFrame, seed: int, new: bool = False) -> pd.DataFrame:
@@ -177,6 +178,7 @@ def retrain(
         # Among the new rows (those an attacker could touch): label issues or quarantined.
         suspicious=int(suspicious.sum()),
         true_suspicious=int((suspicious & poisoned).sum()),
+        flip_z=result.summary.flip_z,
     )
     if result.blocked:
         return RetrainOutcome(

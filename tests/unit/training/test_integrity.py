@@ -151,7 +151,7 @@ def test_the_flip_share_is_recovered_and_clean_labels_show_none(n_classes):
     assert label_flip_share(np.zeros(0), n_classes) == (0.0, 0.0)
 
 
-def test_random_flips_in_the_new_rows_block_but_a_first_training_is_not_judged():
+def test_random_flips_in_the_new_rows_block_but_a_first_training_is_not_judged(tmp_path):
     """The flip share of new rows is judged against the older rows' (real labels have a
     floor of their own); a first training has no older rows and is not judged by it."""
     frame = synthetic_frame(1600, seed=8, missing_share=0.0)
@@ -165,6 +165,7 @@ def test_random_flips_in_the_new_rows_block_but_a_first_training_is_not_judged()
     assert result.blocked and any("random flips" in r for r in result.summary.reasons)
     assert 0.04 < result.summary.flip_share_new < 0.12 and result.summary.flip_z > 2.0
     assert "Labels contradicting unambiguous inputs" in integrity_markdown(result.summary)
+    assert plot_integrity(result, tmp_path / "flips.png").stat().st_size > 0
     clean = check_training_integrity(frame, CONFIG, new_since=since)
     assert not any("random flips" in r for r in clean.summary.reasons), clean.summary
     first = check_training_integrity(flipped, CONFIG)
@@ -177,3 +178,4 @@ def test_random_flips_in_the_new_rows_block_but_a_first_training_is_not_judged()
     assert weak.summary.flip_share_old is None and weak.summary.flip_z == 0.0
     assert not any("random flips" in r for r in weak.summary.reasons)
     assert "not judged" in integrity_markdown(weak.summary)
+    assert plot_integrity(weak, tmp_path / "weak.png").stat().st_size > 0
