@@ -207,7 +207,8 @@ class Settings(BaseSettings):
     @property
     def chunks_dir(self) -> Path:
         """Rows a flow hands to its Dask workers by path (``flows.task_runners``); each
-        file is deleted when its run ends."""
+        file is deleted when its run ends, and one a killed run left behind is swept by
+        a later run once it is a day old."""
         return self.data_dir / "chunks"
 
     @property

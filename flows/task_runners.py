@@ -14,6 +14,7 @@ volume), as the deployed flows' workers do.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
@@ -29,6 +30,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.settings import Settings
 from monitoring.drift import DriftConfig, DriftReference, DriftResult, compute_drift
 from monitoring.scoring import score_frame
+
+# A chunk file lives while its scoring run does (minutes at 1M rows); one older than this
+# was left by a process that died before its ``finally`` ran.
+STALE_CHUNK_SECONDS = 24 * 3600
 
 
 def build_task_runner(settings: Settings, local_workers: int = 2):
@@ -217,6 +222,21 @@ def score_in_chunks(
     return score_frame(lambda _rows: outputs, features, config, version, scored_at=scored_at)
 
 
+def sweep_stale_chunks(directory: Path, older_than: float = STALE_CHUNK_SECONDS) -> list[Path]:
+    """Delete the chunk files a killed scoring process left behind (by age: workers on
+    other machines share the folder, so a process id says nothing); returns them."""
+    cutoff = time.time() - older_than
+    removed = []
+    for path in directory.glob("score-*.parquet"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # another process swept it first
+            continue
+    return removed
+
+
 def _predict_in_chunks(
     features: pd.DataFrame, settings: Settings, model_dir: str, chunk_rows: int
 ) -> pd.DataFrame:
@@ -224,6 +244,7 @@ def _predict_in_chunks(
     import pyarrow.parquet as pq
 
     settings.chunks_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale_chunks(settings.chunks_dir)
     path = settings.chunks_dir / f"score-{uuid4().hex}.parquet"
     try:
         table = pa.Table.from_pandas(features, preserve_index=False)

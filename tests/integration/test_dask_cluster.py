@@ -206,7 +206,14 @@ def test_ingest_score_and_backfill_on_dask_match_the_default_runner(pipeline):
                     pd.testing.assert_series_equal(dask_rows[column], default_rows[column])
         assert embedded == 2  # text and image
 
-        # scoring: the same probabilities for every row, in chunks on the workers
+        # scoring: the same probabilities for every row, in chunks on the workers; a
+        # chunk file a killed run left two days ago is swept, a live run's file is kept
+        chunks = get_settings().chunks_dir
+        chunks.mkdir(parents=True, exist_ok=True)
+        stale, live = chunks / "score-dead.parquet", chunks / "score-live.parquet"
+        stale.write_bytes(b"left by a killed run")
+        live.write_bytes(b"another run's rows")
+        os.utime(stale, (time.time() - 2 * 86400,) * 2)
         logs = {}
         for runner in ("default", "dask"):
             _use(runner, address if runner == "dask" else None)
@@ -220,6 +227,8 @@ def test_ingest_score_and_backfill_on_dask_match_the_default_runner(pipeline):
             logs["dask"][probas].to_numpy(float), logs["default"][probas].to_numpy(float), atol=1e-6
         )
         assert (logs["dask"]["prediction"] == logs["default"]["prediction"]).all()
+        assert not stale.exists() and live.exists()
+        live.unlink()
 
         # backfill: one assessment per daily window, the same on both runners
         params = BackfillParams(start=start, end=end, window_hours=24)
