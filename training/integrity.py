@@ -817,7 +817,8 @@ def plot_integrity(result: IntegrityResult, path: Path) -> Path:
             ["older rows", "new rows"], [s.flip_share_old, s.flip_share_new], color="tab:purple"
         )
         flips.set_ylabel("estimated share of flipped labels")
-    flips.set_title(f"Random flips, sure rows (z {s.flip_z:.1f})")
+    judged = "" if s.flip_share_old is None else f" (z {s.flip_z:.1f})"
+    flips.set_title(f"Random flips, sure rows{judged}")
     right.bar(list(s.counts), list(s.counts.values()), color="tab:red")
     right.tick_params(axis="x", rotation=30)
     right.set_title(f"Flagged rows ({s.quarantined} quarantined{', BLOCKED' if s.blocked else ''})")
