@@ -612,6 +612,7 @@ def check_training_integrity(
     reduced = _reduce(input_matrix(frame, config), integrity.max_probe_dims, integrity.seed)
     exact, near = find_duplicates(frame, config, reduced, integrity.near_duplicate_ratio)
     proba = cross_validated_proba(reduced, y, len(classes), integrity.cv_folds, integrity.seed)
+    p_label = proba[np.arange(len(y)), y]  # the probe's probability of each given label
     issues = find_label_issues(y, proba)
     outliers = find_class_outliers(reduced, y, integrity.outlier_z)
     blocks = [
@@ -648,7 +649,7 @@ def check_training_integrity(
             "label_tied_shift": tied,
             "label_overwritten": overwritten,
             "trigger_token": trigger_rows,
-            "label_issue_score": 1.0 - proba[np.arange(len(y)), y],
+            "label_issue_score": 1.0 - p_label,
         }
     )
     flags["quarantine"] = exact | near | outliers | overwritten | trigger_rows
@@ -679,7 +680,6 @@ def check_training_integrity(
     # miscalibration (the demo's, on drifted text) looks like a floor in bulk but not
     # where it is sure; real labels have a floor of their own (judged against the older
     # rows'); a first training has no older rows to compare with.
-    p_label = proba[np.arange(len(y)), y]
     sure = proba.max(axis=1) >= integrity.flip_confidence
     flip_rows = int((new & sure).sum())
     flip_new, flip_old, flip_z = 0.0, None, 0.0
