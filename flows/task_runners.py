@@ -34,6 +34,7 @@ from monitoring.scoring import score_frame
 # A chunk file lives while its scoring run does (minutes at 1M rows); one older than this
 # was left by a process that died before its ``finally`` ran.
 STALE_CHUNK_SECONDS = 24 * 3600
+CHUNK_FILE_PREFIX = "score-"  # scoring's chunk files: what the sweep may delete
 
 
 def build_task_runner(settings: Settings, local_workers: int = 2):
@@ -227,7 +228,7 @@ def sweep_stale_chunks(directory: Path, older_than: float = STALE_CHUNK_SECONDS)
     other machines share the folder, so a process id says nothing); returns them."""
     cutoff = time.time() - older_than
     removed = []
-    for path in directory.glob("score-*.parquet"):
+    for path in directory.glob(f"{CHUNK_FILE_PREFIX}*.parquet"):
         try:
             if path.stat().st_mtime < cutoff:
                 path.unlink()
@@ -245,7 +246,7 @@ def _predict_in_chunks(
 
     settings.chunks_dir.mkdir(parents=True, exist_ok=True)
     sweep_stale_chunks(settings.chunks_dir)
-    path = settings.chunks_dir / f"score-{uuid4().hex}.parquet"
+    path = settings.chunks_dir / f"{CHUNK_FILE_PREFIX}{uuid4().hex}.parquet"
     try:
         table = pa.Table.from_pandas(features, preserve_index=False)
         pq.write_table(table, path, row_group_size=chunk_rows, compression="none")
