@@ -1,6 +1,6 @@
 """How often the promotion gate's recent-holdout test sees a clean retrain's real gain.
 
-    python -m benchmarks.gate_power [--seeds 20]
+    python -m benchmarks.gate_power [--seeds 20] [--profile production|fast]
 
 Per seed, the clean retrain of ``benchmarks/poisoning.py`` (camera shift, 700 new rows,
 no poisoning) is scored with the champion on its own test split (the recent holdout,
@@ -19,7 +19,8 @@ import argparse
 
 import numpy as np
 
-from tests.unit.training.poisoning import CONFIG, FAST_TRAIN, build_world, new_window
+from benchmarks.poisoning import PROFILES
+from tests.unit.training.poisoning import CONFIG, build_world, new_window
 from training.evaluate import (
     brier_scores,
     evaluate_model,
@@ -27,7 +28,6 @@ from training.evaluate import (
     paired_bootstrap,
     paired_mean_bootstrap,
 )
-from training.train import train_model
 
 
 def brier_bound(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray) -> float:
@@ -41,13 +41,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--worth", type=float, default=0.02)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="production")
     args = parser.parse_args()
     classes = list(CONFIG.classes)
     rows = []
     for seed in range(args.seeds):
-        world = build_world(seed, future_rows=4000)
+        world = build_world(seed, future_rows=4000, train=PROFILES[args.profile][0])
         window, _ = new_window(world, "clean")
-        trained = train_model(window, CONFIG, FAST_TRAIN.model_copy(update={"seed": seed}))
+        trained = world.fit(window)
         test = trained.splits.test
         y = label_indices(test["reorder"], classes)
         a = trained.model.predict_proba(test)

@@ -12,8 +12,6 @@ import pandas as pd
 from features.drift_sim import poison_rows
 from features.tokens import tokenize
 from tests.unit.training.synthetic import (
-    FAST_TRAIN,
-    TEST_GATE,
     TEXT_DIM,
     synthetic_config,
     synthetic_frame,
@@ -21,12 +19,16 @@ from tests.unit.training.synthetic import (
 )
 from training.evaluate import GateConfig, check_promotion, evaluate_model
 from training.integrity import IntegrityConfig, check_training_integrity
-from training.train import TrainResult, train_model
+from training.train import TrainConfig, TrainResult, train_model
 
 CONFIG = synthetic_config()
 DAY = pd.Timedelta(days=1)
-# The paired tests judge; the ECE bound is loose for these small test models.
-GATE = TEST_GATE.model_copy(update={"min_slice_rows": 40})
+# The production path: the train flow's default training config (epochs and patience
+# sized to the data) and the default gate. The tests' small fast models (FAST_TRAIN) are
+# noisier from one training to the next, which costs the gate's tests power
+# (benchmarks/README.md, Poisoning).
+TRAIN = TrainConfig(show_progress=False)
+GATE = GateConfig()
 
 
 @dataclass
@@ -38,6 +40,11 @@ class World:
     history: pd.DataFrame
     seed: int
     future: pd.DataFrame | None = None
+    train: TrainConfig = TRAIN
+
+    def fit(self, frame: pd.DataFrame) -> TrainResult:
+        """Train on ``frame`` as the world's champion was trained (its config, its seed)."""
+        return train_model(frame, CONFIG, self.train.model_copy(update={"seed": self.seed}))
 
 
 @dataclass
@@ -84,18 +91,21 @@ def with_texts(frame: pd.DataFrame, seed: int, new: bool = False) -> pd.DataFram
     return frame.assign(review=texts)
 
 
-def build_world(seed: int, n_history: int = 1200, future_rows: int = 0) -> World:
+def build_world(
+    seed: int, n_history: int = 1200, future_rows: int = 0, train: TrainConfig = TRAIN
+) -> World:
     """The champion, its golden holdout and history; with ``future_rows``, also a large
     clean sample of the shifted population the retrain is for (the benchmark's ground
-    truth of whether a retrain is really better)."""
+    truth of whether a retrain is really better). ``train``: how the champion and every
+    retrain of this world are trained."""
     history = with_texts(synthetic_frame(n_history, seed=seed), seed)
     golden = synthetic_frame(800, seed=seed + 500)
     golden["order_id"] += 10**6
-    champion = train_model(history, CONFIG, FAST_TRAIN.model_copy(update={"seed": seed}))
     future = (
         synthetic_frame(future_rows, seed=seed + 2000, image_shift=True) if future_rows else None
     )
-    return World(champion=champion, golden=golden, history=history, seed=seed, future=future)
+    champion = train_model(history, CONFIG, train.model_copy(update={"seed": seed}))
+    return World(champion, golden, history, seed, future, train)
 
 
 def _trigger(frame: pd.DataFrame, poisoned: np.ndarray) -> pd.DataFrame:
@@ -184,11 +194,7 @@ def retrain(
         return RetrainOutcome(
             blocked=True, promoted=False, reason="; ".join(result.summary.reasons), **outcome
         )
-    trained = train_model(
-        window[~flags].reset_index(drop=True),
-        CONFIG,
-        FAST_TRAIN.model_copy(update={"seed": world.seed}),
-    )
+    trained = world.fit(window[~flags].reset_index(drop=True))
     test = trained.splits.test
     candidate_eval = evaluate_model(trained.model, test, "reorder")
     champion_eval = evaluate_model(champion, test, "reorder")

@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 
 from features.tokens import tokenize
-from tests.unit.training.poisoning import (
-    CONFIG,
-    FAST_TRAIN,
-    GATE,
-    build_world,
-    new_window,
-    retrain,
-)
+from tests.unit.training.poisoning import CONFIG, GATE, build_world, new_window, retrain
 from training.evaluate import (
     check_promotion,
     evaluate_model,
@@ -21,7 +14,6 @@ from training.evaluate import (
     paired_mean_bootstrap,
 )
 from training.integrity import IntegrityConfig, check_training_integrity
-from training.train import train_model
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def test_reproduced_attack_fools_the_recent_holdout_but_not_the_golden_gate(worl
         .sort_values("event_timestamp", kind="mergesort")
         .reset_index(drop=True)
     )
-    trained = train_model(window, CONFIG, FAST_TRAIN)
+    trained = world.fit(window)
     test = trained.splits.test
     champion = world.champion.model
     recent = (
