@@ -25,7 +25,7 @@ from features.drift_sim import POISONING, SCENARIOS, check_scenario, simulate_wi
 from features.store import read_labels
 from flows.cycle import CycleParams, cycle_flow
 from flows.ingest import IngestParams, ingest_flow
-from flows.mailbox import local_mailbox
+from flows.mailbox import check_can_listen, local_mailbox
 from flows.monitor import MonitorParams
 from flows.runtime import Runtime, ensure_demo_data, get_runtime
 from flows.train import TrainParams, registered_model_name, train_flow
@@ -102,6 +102,9 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     runtime = get_runtime()
     logger = get_run_logger()
     settings = runtime.settings
+    # The mailbox opens after minutes of ingest and training: a port another demo holds
+    # fails here instead, before the previous run's state is reset.
+    check_can_listen(settings.smtp.host, settings.smtp.port)
     _reset_state(settings.data_dir)
     history_path = ensure_demo_data(
         settings,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,31 @@ class Mailbox:
 
     def count(self) -> int:
         return len(list(self.folder.glob("*.eml")))
+
+
+def _cannot_listen(host: str, port: int, err: OSError) -> OSError:
+    return OSError(
+        err.errno,
+        f"the demo's SMTP server cannot listen on {host}:{port} ({err.strerror}): another "
+        "demo may be running on this machine; set MMOPS_SMTP__PORT to a free port",
+    )
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail now, before any work, when ``host:port`` is taken (another demo holds it).
+
+    Raises:
+        OSError: the port cannot be bound, with the address and what to do.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As asyncio's server sets it: connections of an earlier demo left in TIME_WAIT
+        # do not hold the port, a server listening on it does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise _cannot_listen(host, port, err) from None
 
 
 @contextmanager
@@ -30,7 +56,10 @@ def local_mailbox(host: str, port: int, folder: Path) -> Iterator[Mailbox]:
             return "250 Message accepted for delivery"
 
     controller = Controller(_Save(), hostname=host, port=port)
-    controller.start()
+    try:
+        controller.start()
+    except OSError as err:
+        raise _cannot_listen(host, port, err) from None
     try:
         yield Mailbox(folder)
     finally:

@@ -144,3 +144,30 @@ def test_benign_demo_flags_benign_drift_from_the_onset_day(tmp_path, monkeypatch
     assert runs
     logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "report")}
     assert "report/drift_examples.html" in logged, logged
+
+
+def test_a_demo_whose_mailbox_port_is_held_fails_before_touching_the_earlier_state(
+    tmp_path, monkeypatch
+):
+    """A second demo on the same machine found the first one's SMTP port only after
+    minutes of ingest and training, and failed with a bare 'address already in use'. It
+    now fails before anything is reset or computed, naming the port and the way out."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.demo import DemoParams, demo_flow
+
+    earlier = tmp_path / "labels" / "earlier-run.parquet"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"the earlier demo's labels")
+    with socket.socket() as first_demo:
+        first_demo.bind(("127.0.0.1", 0))
+        first_demo.listen()
+        port = first_demo.getsockname()[1]
+        monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("MMOPS_SMTP__PORT", str(port))
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        with prefect_test_harness(server_startup_timeout=120):
+            with pytest.raises(OSError, match=f"127.0.0.1:{port}.*MMOPS_SMTP__PORT"):
+                demo_flow(DemoParams(rows=2400, days=16))
+    assert earlier.read_bytes() == b"the earlier demo's labels"
+    assert not list(tmp_path.rglob("*history*")), "the demo generated data before failing"
