@@ -9,7 +9,10 @@ recovers. Prints a summary table and saves a plot (also logged to MLflow).
 
 from __future__ import annotations
 
+import fcntl
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from features.drift_sim import POISONING, SCENARIOS, check_scenario, simulate_wi
 from features.store import read_labels
 from flows.cycle import CycleParams, cycle_flow
 from flows.ingest import IngestParams, ingest_flow
-from flows.mailbox import check_can_listen, local_mailbox
+from flows.mailbox import Mailbox, check_can_listen, local_mailbox
 from flows.monitor import MonitorParams
 from flows.runtime import Runtime, ensure_demo_data, get_runtime
 from flows.train import TrainParams, registered_model_name, train_flow
@@ -40,6 +43,7 @@ from training.registry import (
 )
 
 # State a demo run starts without (the embedding cache and the demo history are kept).
+DEMO_LOCK = "demo.lock"  # held while a demo runs; not state, never reset
 _DEMO_STATE = (
     "feast",
     "labels",
@@ -100,12 +104,21 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
         if name is not None:
             check_scenario(name)
     runtime = get_runtime()
+    settings = runtime.settings
+    # Another demo in the same folder, or holding the mailbox's port, fails this one now:
+    # before the state that run is writing is reset, not minutes into ingest and training.
+    with hold_demo_lock(settings.data_dir):
+        check_can_listen(settings.smtp.host, settings.smtp.port)
+        _reset_state(settings.data_dir)
+        with local_mailbox(
+            settings.smtp.host, settings.smtp.port, settings.data_dir / "mailbox"
+        ) as box:
+            return _run_story(runtime, params, box)
+
+
+def _run_story(runtime: Runtime, params: DemoParams, box: Mailbox) -> pd.DataFrame:
     logger = get_run_logger()
     settings = runtime.settings
-    # The mailbox opens after minutes of ingest and training: a port another demo holds
-    # fails here instead, before the previous run's state is reset.
-    check_can_listen(settings.smtp.host, settings.smtp.port)
-    _reset_state(settings.data_dir)
     history_path = ensure_demo_data(
         settings,
         n_rows=params.rows,
@@ -135,42 +148,37 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     )
     production = _write_production(runtime, params, history_end)
     rows = []
-    with local_mailbox(
-        settings.smtp.host, settings.smtp.port, settings.data_dir / "mailbox"
-    ) as box:
-        for day in range(params.production_days):
-            start = history_end + timedelta(days=day)
-            outcome = cycle_flow(
-                CycleParams(
-                    start=start,
-                    end=start + timedelta(days=1),
-                    raw_path=str(production),
-                    monitor=MonitorParams(
-                        retrain_lookback_days=params.days + params.production_days,
-                        policy=PolicyConfig(performance_drop=params.performance_drop),
-                    ),
-                )
+    for day in range(params.production_days):
+        start = history_end + timedelta(days=day)
+        outcome = cycle_flow(
+            CycleParams(
+                start=start,
+                end=start + timedelta(days=1),
+                raw_path=str(production),
+                monitor=MonitorParams(
+                    retrain_lookback_days=params.days + params.production_days,
+                    policy=PolicyConfig(performance_drop=params.performance_drop),
+                ),
             )
-            m = outcome.monitor
-            rows.append(
-                {
-                    "day": day,
-                    "date": f"{start:%Y-%m-%d}",
-                    "scenario": _scenario_of(params, day),
-                    "model": f"v{m.model_version}",
-                    "drifted": ",".join(m.drifted) or "-",
-                    "est. acc": round(m.estimated_accuracy, 3),
-                    "action": m.action,
-                    "email": _email_cell(m.action, m.email),
-                    "retrain": _retrain_cell(m.retrain_version, m.retrain_promoted),
-                    "_p": m.p_values,
-                    "_start": start,
-                }
-            )
-            logger.info(
-                "day %d: v%s drifted=%s action=%s", day, m.model_version, m.drifted, m.action
-            )
-        received = box.count()
+        )
+        m = outcome.monitor
+        rows.append(
+            {
+                "day": day,
+                "date": f"{start:%Y-%m-%d}",
+                "scenario": _scenario_of(params, day),
+                "model": f"v{m.model_version}",
+                "drifted": ",".join(m.drifted) or "-",
+                "est. acc": round(m.estimated_accuracy, 3),
+                "action": m.action,
+                "email": _email_cell(m.action, m.email),
+                "retrain": _retrain_cell(m.retrain_version, m.retrain_promoted),
+                "_p": m.p_values,
+                "_start": start,
+            }
+        )
+        logger.info("day %d: v%s drifted=%s action=%s", day, m.model_version, m.drifted, m.action)
+    received = box.count()
 
     logger.info("4/4 measuring realized accuracy and plotting")
     table = _summary(runtime, rows, params, history_end)
@@ -252,6 +260,30 @@ def _story(table: pd.DataFrame, params: DemoParams) -> str:
             f"{_first_day(table, drifted.str.contains(second), params.then_day)}"
         )
     return "; ".join(lines)
+
+
+@contextmanager
+def hold_demo_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory for one demo: a second one there would reset the state
+    the first is writing.
+
+    Raises:
+        RuntimeError: another demo holds it, naming the folder and the way out.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / DEMO_LOCK
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"another demo is running in {data_dir} (it holds {path}): wait for it, or "
+                "set MMOPS_DATA_DIR to another folder (and MMOPS_SMTP__PORT to a free port)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _reset_state(data_dir: Path) -> None:

@@ -21,7 +21,8 @@ def _cannot_listen(host: str, port: int, err: OSError) -> OSError:
     return OSError(
         err.errno,
         f"the demo's SMTP server cannot listen on {host}:{port} ({err.strerror}): another "
-        "demo may be running on this machine; set MMOPS_SMTP__PORT to a free port",
+        "demo may be running on this machine; set MMOPS_SMTP__PORT to a free port (and "
+        "MMOPS_DATA_DIR to another folder)",
     )
 
 

@@ -146,28 +146,58 @@ def test_benign_demo_flags_benign_drift_from_the_onset_day(tmp_path, monkeypatch
     assert "report/drift_examples.html" in logged, logged
 
 
-def test_a_demo_whose_mailbox_port_is_held_fails_before_touching_the_earlier_state(
-    tmp_path, monkeypatch
-):
+@pytest.mark.parametrize("held", ["mailbox port", "data directory"])
+def test_a_second_demo_fails_before_touching_the_earlier_state(tmp_path, monkeypatch, held):
     """A second demo on the same machine found the first one's SMTP port only after
-    minutes of ingest and training, and failed with a bare 'address already in use'. It
-    now fails before anything is reset or computed, naming the port and the way out."""
+    minutes of ingest and training, and failed with a bare 'address already in use'; in
+    the same data directory it first reset the state the first one was writing. It now
+    fails before anything is reset or computed, naming what is held and the way out."""
+    import subprocess
+    import sys
+
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.demo import DemoParams, demo_flow
+    from flows.demo import DEMO_LOCK, DemoParams, demo_flow
 
     earlier = tmp_path / "labels" / "earlier-run.parquet"
     earlier.parent.mkdir()
     earlier.write_bytes(b"the earlier demo's labels")
     with socket.socket() as first_demo:
         first_demo.bind(("127.0.0.1", 0))
-        first_demo.listen()
         port = first_demo.getsockname()[1]
-        monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
-        monkeypatch.setenv("MMOPS_SMTP__PORT", str(port))
-        monkeypatch.delenv("PREFECT_API_URL", raising=False)
-        with prefect_test_harness(server_startup_timeout=120):
-            with pytest.raises(OSError, match=f"127.0.0.1:{port}.*MMOPS_SMTP__PORT"):
-                demo_flow(DemoParams(rows=2400, days=16))
+        if held == "mailbox port":
+            first_demo.listen()
+            expected = f"127.0.0.1:{port}.*MMOPS_SMTP__PORT"
+        else:
+            first_demo.close()
+            expected = f"another demo is running in {tmp_path}"
+        holder = (
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import fcntl, sys, time; h = open(sys.argv[1], 'a'); "
+                    "fcntl.flock(h, fcntl.LOCK_EX); print('held', flush=True); time.sleep(300)",
+                    str(tmp_path / DEMO_LOCK),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            if held == "data directory"
+            else None
+        )
+        try:
+            if holder is not None:
+                assert holder.stdout.readline().strip() == "held"
+            monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
+            monkeypatch.setenv("MMOPS_SMTP__PORT", str(port))
+            monkeypatch.delenv("PREFECT_API_URL", raising=False)
+            with prefect_test_harness(server_startup_timeout=120):
+                with pytest.raises((OSError, RuntimeError), match=expected):
+                    demo_flow(DemoParams(rows=2400, days=16))
+        finally:
+            if holder is not None:
+                holder.kill()
+                holder.wait()
     assert earlier.read_bytes() == b"the earlier demo's labels"
     assert not list(tmp_path.rglob("*history*")), "the demo generated data before failing"
