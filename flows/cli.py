@@ -118,26 +118,33 @@ def demo(
     performance_drop: float = typer.Option(0.03, help="Macro-F1 drop that matters."),
 ) -> None:
     """Run the end-to-end demo on embedded defaults (history, training, drift, recovery)."""
-    _prepare()
-    from flows.demo import DemoParams, demo_flow
+    runtime = _prepare()
+    from flows.demo import DemoParams, check_demo_can_start, demo_flow
 
-    demo_flow(
-        DemoParams(
-            rows=rows,
-            days=days,
-            review_pool=review_pool or None,
-            image_pool=image_pool or None,
-            production_days=production_days,
-            rows_per_day=rows_per_day,
-            scenario=scenario,
-            intensity=intensity,
-            onset_day=onset_day,
-            then_scenario=None if then == "none" else then,
-            then_day=then_day,
-            epochs=epochs,
-            performance_drop=performance_drop,
-        )
+    params = DemoParams(
+        rows=rows,
+        days=days,
+        review_pool=review_pool or None,
+        image_pool=image_pool or None,
+        production_days=production_days,
+        rows_per_day=rows_per_day,
+        scenario=scenario,
+        intensity=intensity,
+        onset_day=onset_day,
+        then_scenario=None if then == "none" else then,
+        then_day=then_day,
+        epochs=epochs,
+        performance_drop=performance_drop,
     )
+    try:
+        check_demo_can_start(runtime.settings, params)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--scenario/--then") from None
+    except (RuntimeError, OSError) as error:
+        message = error.strerror if isinstance(error, OSError) and error.strerror else error
+        typer.echo(f"mmops demo: {message}", err=True)
+        raise typer.Exit(1) from None
+    demo_flow(params)
 
 
 @app.command()

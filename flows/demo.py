@@ -31,6 +31,7 @@ from flows.ingest import IngestParams, ingest_flow
 from flows.mailbox import Mailbox, check_can_listen, local_mailbox
 from flows.monitor import MonitorParams
 from flows.runtime import Runtime, ensure_demo_data, get_runtime
+from flows.settings import Settings
 from flows.train import TrainParams, registered_model_name, train_flow
 from monitoring.policy import PolicyConfig
 from monitoring.reports import plot_drift_history
@@ -100,9 +101,7 @@ class DemoParams(BaseModel):
 @flow(name="demo", flow_run_name="demo: {params.scenario} from day {params.onset_day}")
 def demo_flow(params: DemoParams) -> pd.DataFrame:
     """Run the whole story and return the per-day summary table."""
-    for name in (params.scenario, params.then_scenario):
-        if name is not None:
-            check_scenario(name)
+    _check_scenarios(params)
     runtime = get_runtime()
     settings = runtime.settings
     # Another demo in the same folder, or holding the mailbox's port, fails this one now:
@@ -114,6 +113,26 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
             settings.smtp.host, settings.smtp.port, settings.data_dir / "mailbox"
         ) as box:
             return _run_story(runtime, params, box)
+
+
+def check_demo_can_start(settings: Settings, params: DemoParams) -> None:
+    """What the demo flow checks first, without starting it (the CLI's early, one-line
+    answer): known scenarios, a data directory no other demo holds, a free mailbox port.
+
+    Raises:
+        ValueError: an unknown scenario.
+        RuntimeError: another demo holds the data directory.
+        OSError: the mailbox's port is taken.
+    """
+    _check_scenarios(params)
+    with hold_demo_lock(settings.data_dir):
+        check_can_listen(settings.smtp.host, settings.smtp.port)
+
+
+def _check_scenarios(params: DemoParams) -> None:
+    for name in (params.scenario, params.then_scenario):
+        if name is not None:
+            check_scenario(name)
 
 
 def _run_story(runtime: Runtime, params: DemoParams, box: Mailbox) -> pd.DataFrame:

@@ -201,3 +201,27 @@ def test_a_second_demo_fails_before_touching_the_earlier_state(tmp_path, monkeyp
                 holder.wait()
     assert earlier.read_bytes() == b"the earlier demo's labels"
     assert not list(tmp_path.rglob("*history*")), "the demo generated data before failing"
+
+
+def test_the_cli_answers_a_held_port_in_one_line_without_starting_the_demo(tmp_path, monkeypatch):
+    """`mmops demo` checks before starting the flow (and Prefect's temporary server): a
+    held port is one line on stderr and exit code 1, not a traceback; an unknown
+    scenario is a usage error naming the known ones."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.setenv("MMOPS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with socket.socket() as first_demo:
+        first_demo.bind(("127.0.0.1", 0))
+        first_demo.listen()
+        monkeypatch.setenv("MMOPS_SMTP__PORT", str(first_demo.getsockname()[1]))
+        held = CliRunner().invoke(app, ["demo"])
+        assert held.exit_code == 1, held.output
+        assert "mmops demo: the demo's SMTP server cannot listen on 127.0.0.1:" in held.output
+        assert "Traceback" not in held.output
+    unknown = CliRunner().invoke(app, ["demo", "--scenario", "image_camrea"])
+    assert unknown.exit_code == 2, unknown.output
+    assert "unknown scenario 'image_camrea'" in unknown.output
+    assert not (tmp_path / "mlflow.db").exists()  # nothing ran
