@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,10 +24,18 @@ _START = typer.Option(None, help="Window start, ISO 8601 (UTC if no offset).")
 _END = typer.Option(None, help="Window end (exclusive), ISO 8601; default: the current hour.")
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _prepare():
     """Read the settings, point Prefect and HF at them, return the runtime."""
     from flows.runtime import configure_environment, get_runtime
 
+    # A flow run turns SIGTERM into a crash report, then re-sends it to the handler it
+    # found. Python's default one kills the process on the spot, and the temporary
+    # Prefect server it started outlives it; exiting instead stops that server.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = get_settings()
     configure_environment(settings)
     return get_runtime(settings)

@@ -225,3 +225,66 @@ def test_the_cli_answers_a_held_port_in_one_line_without_starting_the_demo(tmp_p
     assert unknown.exit_code == 2, unknown.output
     assert "unknown scenario 'image_camrea'" in unknown.output
     assert not (tmp_path / "mlflow.db").exists()  # nothing ran
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    from pathlib import Path
+
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def test_a_terminated_demo_stops_its_temporary_prefect_server(tmp_path):
+    """`kill <pid>` of a running `mmops demo` (a scheduler's timeout, a stop button) left
+    the temporary Prefect server it started running, an orphan holding a port and a few
+    hundred MB: the flow run re-sent SIGTERM to Python's default handler, which exits
+    without cleanup. The CLI now exits through SystemExit (code 143) and stops it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {"MMOPS_DATA_DIR": str(tmp_path), "MMOPS_SMTP__PORT": str(port)}
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mmops"), "demo", "--rows", "2400", "--days", "16"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    server: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while "1/4 ingesting" not in log.read_text() and time.monotonic() < deadline:
+            assert demo.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        server = _children(demo.pid)
+        assert server, "the demo started no temporary server"
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while {p for p in server if Path(f"/proc/{p}").exists()} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = {p for p in server if Path(f"/proc/{p}").exists()}
+        assert not left, f"processes the demo started outlived it: {left}"
+    finally:
+        demo.kill()
+        demo.wait()
+        for pid in server:  # an orphan of a failed run: not left to the next test
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
