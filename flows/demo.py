@@ -106,8 +106,7 @@ def demo_flow(params: DemoParams) -> pd.DataFrame:
     settings = runtime.settings
     # Another demo in the same folder, or holding the mailbox's port, fails this one now:
     # before the state that run is writing is reset, not minutes into ingest and training.
-    with hold_demo_lock(settings.data_dir):
-        check_can_listen(settings.smtp.host, settings.smtp.port)
+    with _claim_machine(settings):
         _reset_state(settings.data_dir)
         with local_mailbox(
             settings.smtp.host, settings.smtp.port, settings.data_dir / "mailbox"
@@ -125,8 +124,16 @@ def check_demo_can_start(settings: Settings, params: DemoParams) -> None:
         OSError: the mailbox's port is taken.
     """
     _check_scenarios(params)
+    with _claim_machine(settings):
+        pass
+
+
+@contextmanager
+def _claim_machine(settings: Settings) -> Iterator[None]:
+    """Hold the data directory for this demo, once its mailbox port is known to be free."""
     with hold_demo_lock(settings.data_dir):
         check_can_listen(settings.smtp.host, settings.smtp.port)
+        yield
 
 
 def _check_scenarios(params: DemoParams) -> None:
